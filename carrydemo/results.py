@@ -1,0 +1,230 @@
+"""Writing and reading a training run's results folder.
+
+A results folder (``build/results/`` by default) holds::
+
+    metrics.json    per model: parameters, test accuracy, epochs run, final
+                    training loss, every seed's outcome; the resolved config
+    curves.json     the learning curves of every model and seed
+    weights/        one safetensors file per model and seed (no pickle)
+    manifest.json   versions, seeds, threads, device, wall time, git commit
+
+The folder is built beside its destination and swapped in whole, so a run
+that is stopped at any moment leaves the previous results as they were.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+import os
+import shutil
+import statistics
+import tempfile
+from pathlib import Path
+
+from safetensors.torch import load_file, save_file
+
+SCHEMA_VERSION = 1
+DEFAULT_RESULTS_DIR = Path("build/results")
+TRAIN_COMMAND = "nox -s train"
+PACKAGE_DIR = Path(__file__).parent
+# The files whose content decides what a training run computes.
+TRAINING_CODE = ("config.py", "data.py", "models.py", "train.py", "stacked.py")
+
+
+class ResultsError(RuntimeError):
+    """Results that are missing, damaged or stale; says which command fixes it."""
+
+
+def training_code_hash() -> str:
+    """Hash of the training code, so results from other code are recognised."""
+    digest = hashlib.sha256()
+    for name in TRAINING_CODE:
+        path = PACKAGE_DIR / name
+        if path.exists():
+            digest.update(name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def dumps(data) -> str:
+    """JSON with sorted keys and a final newline, so equal data gives equal bytes."""
+    return json.dumps(data, indent=1, sort_keys=True, allow_nan=False) + "\n"
+
+
+def write_json(path: Path, data) -> None:
+    """Write JSON to a temporary name and move it into place."""
+    write_bytes(path, dumps(data).encode())
+
+
+def write_bytes(path: Path, payload: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as f:
+        f.write(payload)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(f.name, path)
+
+
+def summarize(values: list[float]) -> dict:
+    """Mean, standard deviation (n - 1), median, min and max of ``values``."""
+    return {
+        "n": len(values),
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+    }
+
+
+def weights_name(model: str, seed: int) -> str:
+    return f"weights/{model}-seed{seed}.safetensors"
+
+
+def model_metrics(runs, parameters: int) -> dict:
+    """The metrics of one model: its first seed's outcome, then every seed's."""
+    first = runs[0]
+    accuracies = [run.test_accuracy for run in runs]
+    return {
+        "parameters": parameters,
+        "seed": first.seed,
+        "test_accuracy": first.test_accuracy,
+        "epochs_run": first.epochs_run,
+        "final_train_loss": first.final_train_loss,
+        "stop_reason": first.stop_reason,
+        "test_accuracy_summary": summarize(accuracies),
+        "runs": [
+            {
+                "seed": run.seed,
+                "test_accuracy": run.test_accuracy,
+                "epochs_run": run.epochs_run,
+                "final_train_loss": run.final_train_loss,
+                "stop_reason": run.stop_reason,
+                "weights": weights_name(run.model, run.seed),
+            }
+            for run in runs
+        ],
+    }
+
+
+def write_results(out_dir: Path, config, runs_by_model: dict, parameters: dict,
+                  manifest: dict) -> None:
+    """Write a complete results folder to ``out_dir``, replacing it atomically."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.partial-"))
+    try:
+        # weights first: metrics.json records their hashes
+        files = {}
+        for runs in runs_by_model.values():
+            for run in runs:
+                name = weights_name(run.model, run.seed)
+                (staging / name).parent.mkdir(parents=True, exist_ok=True)
+                save_file(run.state, staging / name, metadata={"model": run.model,
+                                                               "seed": str(run.seed)})
+                files[name] = file_sha256(staging / name)
+
+        # learning curves, then the metrics that tie everything together
+        curves = {model: {str(run.seed): run.curves for run in runs}
+                  for model, runs in runs_by_model.items()}
+        write_json(staging / "curves.json", curves)
+        files["curves.json"] = file_sha256(staging / "curves.json")
+        metrics = {
+            "schema_version": SCHEMA_VERSION,
+            "code_hash": training_code_hash(),
+            "config": config.to_dict(),
+            "models": {model: model_metrics(runs, parameters[model])
+                       for model, runs in runs_by_model.items()},
+            "files": files,
+        }
+        write_json(staging / "metrics.json", metrics)
+        write_json(staging / "manifest.json", manifest)
+        publish_directory(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def publish_directory(staging: Path, destination: Path) -> None:
+    """Put ``staging`` at ``destination`` in one step; the old one is removed.
+
+    On Linux the two folders are exchanged with renameat2(RENAME_EXCHANGE), so
+    there is no moment at which ``destination`` is missing or half-written.
+    """
+    if not destination.exists():
+        os.rename(staging, destination)
+        return
+    if not _exchange(staging, destination):
+        backup = destination.with_name(destination.name + ".previous")
+        shutil.rmtree(backup, ignore_errors=True)
+        os.rename(destination, backup)
+        os.rename(staging, destination)
+        staging = backup
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    rename_exchange = 2
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd = -100
+    result = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
+    return result == 0
+
+
+def load_metrics(results_dir: Path = DEFAULT_RESULTS_DIR, check_code: bool = False) -> dict:
+    """Read and check ``metrics.json``; raise ResultsError saying how to fix it."""
+    results_dir = Path(results_dir)
+    path = results_dir / "metrics.json"
+    if not path.exists():
+        raise ResultsError(f"no results at {path}; run `{TRAIN_COMMAND}` first")
+    try:
+        metrics = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ResultsError(f"{path} is damaged ({error}); run `{TRAIN_COMMAND} -- --force`") from None
+    if not isinstance(metrics, dict) or metrics.get("schema_version") != SCHEMA_VERSION:
+        raise ResultsError(
+            f"{path} was written by another version of carrydemo; "
+            f"run `{TRAIN_COMMAND} -- --force`"
+        )
+    for name, digest in metrics.get("files", {}).items():
+        file = results_dir / name
+        if not file.exists() or file_sha256(file) != digest:
+            raise ResultsError(f"{file} is missing or does not match {path}; "
+                               f"run `{TRAIN_COMMAND} -- --force`")
+    if check_code and metrics.get("code_hash") != training_code_hash():
+        raise ResultsError(f"{path} was made by other training code; run `{TRAIN_COMMAND}`")
+    return metrics
+
+
+def load_curves(results_dir: Path = DEFAULT_RESULTS_DIR) -> dict:
+    return json.loads((Path(results_dir) / "curves.json").read_text())
+
+
+def load_weights(results_dir: Path, model: str, seed: int) -> dict:
+    """Load one model's tensors; safetensors never executes code."""
+    return load_file(Path(results_dir) / weights_name(model, seed))
+
+
+def load_trained_model(results_dir: Path, model: str, seed: int | None = None):
+    """Rebuild a trained model from its results, in eval mode, on the CPU."""
+    from carrydemo.models import build_model
+
+    metrics = load_metrics(results_dir)
+    if model not in metrics["models"]:
+        known = ", ".join(sorted(metrics["models"]))
+        raise ResultsError(f"no model {model!r} in {results_dir}; it holds {known}")
+    seed = metrics["models"][model]["seed"] if seed is None else seed
+    config = metrics["config"]
+    network = build_model(model, num_digits=config["num_digits"],
+                          hidden_size=config["hidden_size"])
+    network.load_state_dict(load_weights(results_dir, model, seed))
+    return network.eval()
