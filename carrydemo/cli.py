@@ -34,7 +34,9 @@ def parse_model(text: str) -> tuple[str, ...]:
         return ("mlp", "rnn")
     if text in ("mlp", "rnn"):
         return (text,)
-    raise argparse.ArgumentTypeError(f"{text!r} is not a model; choose mlp, rnn or both")
+    raise argparse.ArgumentTypeError(
+        f"{text!r} is not a model; choose mlp, rnn or both"
+    )
 
 
 def parse_seed_option(text: str) -> tuple[int, ...]:
@@ -45,47 +47,105 @@ def parse_seed_option(text: str) -> tuple[int, ...]:
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", type=parse_model, default=DEFAULTS.models,
-                        help="mlp, rnn or both (default: both)")
-    parser.add_argument("--seeds", type=parse_seed_option, default=DEFAULTS.seeds,
-                        help="one seed (0), a range (0-9) or a list (0,3,7) (default: 0-9)")
-    parser.add_argument("--epochs", type=int, default=DEFAULTS.epochs,
-                        help=f"most epochs to train (default: {DEFAULTS.epochs})")
-    parser.add_argument("--lr", type=float, default=DEFAULTS.lr,
-                        help=f"Adam learning rate (default: {DEFAULTS.lr:g})")
-    parser.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size,
-                        help=f"mini-batch size (default: {DEFAULTS.batch_size})")
-    parser.add_argument("--loss-threshold", type=float, default=DEFAULTS.loss_threshold,
-                        help="stop once an epoch's training loss is below this "
-                             f"(default: {DEFAULTS.loss_threshold:g})")
-    parser.add_argument("--eval-every", type=int, default=DEFAULTS.eval_every,
-                        help=f"epochs between learning-curve points (default: {DEFAULTS.eval_every})")
-    parser.add_argument("--num-digits", type=int, default=DEFAULTS.num_digits,
-                        help=f"digits per number (default: {DEFAULTS.num_digits})")
-    parser.add_argument("--hidden-size", type=int, default=None,
-                        help="hidden units (default: the article's, 20 for mlp, 21 for rnn)")
-    parser.add_argument("--device", default=DEFAULTS.device,
-                        help="auto, cpu or cuda (default: auto: cuda when present)")
-    parser.add_argument("--threads", type=int, default=DEFAULTS.threads,
-                        help=f"CPU threads for PyTorch (default: {DEFAULTS.threads}, measured fastest)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_RESULTS_DIR,
-                        help=f"results folder (default: {DEFAULT_RESULTS_DIR})")
+    parser.add_argument(
+        "--model",
+        type=parse_model,
+        default=DEFAULTS.models,
+        help="mlp, rnn or both (default: both)",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=parse_seed_option,
+        default=DEFAULTS.seeds,
+        help="one seed (0), a range (0-9) or a list (0,3,7) (default: 0-9)",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=DEFAULTS.epochs,
+        help=f"most epochs to train (default: {DEFAULTS.epochs})",
+    )
+    parser.add_argument(
+        "--lr",
+        type=float,
+        default=DEFAULTS.lr,
+        help=f"Adam learning rate (default: {DEFAULTS.lr:g})",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULTS.batch_size,
+        help=f"mini-batch size (default: {DEFAULTS.batch_size})",
+    )
+    parser.add_argument(
+        "--loss-threshold",
+        type=float,
+        default=DEFAULTS.loss_threshold,
+        help="stop once an epoch's training loss is below this "
+        f"(default: {DEFAULTS.loss_threshold:g})",
+    )
+    parser.add_argument(
+        "--eval-every",
+        type=int,
+        default=DEFAULTS.eval_every,
+        help=f"epochs between learning-curve points (default: {DEFAULTS.eval_every})",
+    )
+    parser.add_argument(
+        "--num-digits",
+        type=int,
+        default=DEFAULTS.num_digits,
+        help=f"digits per number (default: {DEFAULTS.num_digits})",
+    )
+    parser.add_argument(
+        "--hidden-size",
+        type=int,
+        default=None,
+        help="hidden units (default: the article's, 20 for mlp, 21 for rnn)",
+    )
+    parser.add_argument(
+        "--device",
+        default=DEFAULTS.device,
+        help="auto, cpu or cuda (default: auto: cuda when present)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=DEFAULTS.threads,
+        help=f"CPU threads for PyTorch (default: {DEFAULTS.threads}, measured fastest)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_RESULTS_DIR,
+        help=f"results folder (default: {DEFAULT_RESULTS_DIR})",
+    )
 
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="carrydemo", description=__doc__.split(":")[0] + ".")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
-    train = commands.add_parser("train", help="train the models and write build/results/")
+    commands = parser.add_subparsers(
+        dest="command", required=True, parser_class=ArgumentParser
+    )
+    train = commands.add_parser(
+        "train", help="train the models and write build/results/"
+    )
     add_train_arguments(train)
     return parser
 
 
 def config_from_args(args) -> TrainConfig:
     return TrainConfig(
-        models=args.model, seeds=args.seeds, num_digits=args.num_digits,
-        hidden_size=args.hidden_size, epochs=args.epochs, lr=args.lr,
-        batch_size=args.batch_size, loss_threshold=args.loss_threshold,
-        eval_every=args.eval_every, device=args.device, threads=args.threads,
+        models=args.model,
+        seeds=args.seeds,
+        num_digits=args.num_digits,
+        hidden_size=args.hidden_size,
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        loss_threshold=args.loss_threshold,
+        eval_every=args.eval_every,
+        device=args.device,
+        threads=args.threads,
     )
 
 
@@ -101,11 +161,20 @@ def run_train(args) -> int:
     for name in config.models:
         model = seeded_model(name, 0, config.num_digits, config.hidden_size)
         parameters[name] = count_parameters(model)
-        runs_by_model[name] = [train_plain(name, seed, config, splits) for seed in config.seeds]
+        runs_by_model[name] = [
+            train_plain(name, seed, config, splits) for seed in config.seeds
+        ]
         for run in runs_by_model[name]:
-            log.info("%s seed %d: test %d/%d = %.2f%% after %d epochs (%s)", name, run.seed,
-                     round(run.test_accuracy * len(splits.test)), len(splits.test),
-                     100 * run.test_accuracy, run.epochs_run, run.stop_reason)
+            log.info(
+                "%s seed %d: test %d/%d = %.2f%% after %d epochs (%s)",
+                name,
+                run.seed,
+                round(run.test_accuracy * len(splits.test)),
+                len(splits.test),
+                100 * run.test_accuracy,
+                run.epochs_run,
+                run.stop_reason,
+            )
 
     # write everything in one step
     wall_time = time.perf_counter() - started
@@ -131,7 +200,9 @@ def build_manifest(config: TrainConfig, device: torch.device, wall_time: float) 
         "seeds": list(config.seeds),
         "threads": torch.get_num_threads(),
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "device_name": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or platform.machine(),
         "wall_time_s": round(wall_time, 3),
         "git_commit": git_commit(),
         "code_hash": training_code_hash(),
@@ -140,10 +211,19 @@ def build_manifest(config: TrainConfig, device: torch.device, wall_time: float) 
 
 def git_commit() -> str | None:
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                check=True, cwd=Path(__file__).parent).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, cwd=Path(__file__).parent).stdout
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).parent,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
+        ).stdout
     except (OSError, subprocess.CalledProcessError):
         return None
     return commit + ("-dirty" if dirty.strip() else "")

@@ -66,14 +66,24 @@ def validate(config: TrainConfig) -> None:
     _check_int("eval_every", config.eval_every, 1, 10_000_000)
     _check_int("threads", config.threads, 1, 1024)
     _check_positive_float("lr", config.lr, upper=10.0)
-    _check_positive_float("loss_threshold", config.loss_threshold, upper=100.0, zero_ok=True)
+    _check_positive_float(
+        "loss_threshold", config.loss_threshold, upper=100.0, zero_ok=True
+    )
     if config.device not in DEVICES:
-        raise ConfigError(f"device {config.device!r} is unknown; choose auto, cpu or cuda")
+        raise ConfigError(
+            f"device {config.device!r} is unknown; choose auto, cpu or cuda"
+        )
 
 
 def _check_int(name, value, low, high):
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ConfigError(f"{name}={value!r} is out of range; use an integer in {low}..{high}")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not low <= value <= high
+    ):
+        raise ConfigError(
+            f"{name}={value!r} is out of range; use an integer in {low}..{high}"
+        )
 
 
 def _check_positive_float(name, value, upper, zero_ok=False):
@@ -84,7 +94,9 @@ def _check_positive_float(name, value, upper, zero_ok=False):
     low_ok = value >= 0 if zero_ok else value > 0
     if not low_ok or value > upper:
         bound = "0" if zero_ok else "above 0"
-        raise ConfigError(f"{name}={value!r} is out of range; use a number {bound} and <= {upper}")
+        raise ConfigError(
+            f"{name}={value!r} is out of range; use a number {bound} and <= {upper}"
+        )
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
@@ -93,10 +105,14 @@ def parse_seeds(text: str) -> tuple[int, ...]:
     for part in text.split(","):
         part = part.strip()
         if not part:
-            raise ConfigError(f"seeds {text!r} has an empty item; write e.g. 0, 0-9 or 0,3,7")
+            raise ConfigError(
+                f"seeds {text!r} has an empty item; write e.g. 0, 0-9 or 0,3,7"
+            )
         low, dash, high = part.partition("-")
         if not (low.isdigit() and (not dash or high.isdigit())):
-            raise ConfigError(f"seeds {text!r}: {part!r} is not a seed or range like 0-9")
+            raise ConfigError(
+                f"seeds {text!r}: {part!r} is not a seed or range like 0-9"
+            )
         first, last = int(low), int(high) if dash else int(low)
         if last < first:
             raise ConfigError(f"seeds {text!r}: range {part!r} runs backwards")

@@ -47,7 +47,8 @@ def encode_pair(a: int, b: int, num_digits: int) -> tuple[list, list]:
     for name, value in (("a", a), ("b", b)):
         if not 0 <= value < 10**num_digits:
             raise ValueError(f"{name}={value} does not fit in {num_digits} digits")
-    features = [list(pair) for pair in zip(to_digits(a, num_digits), to_digits(b, num_digits))]
+    digits_a, digits_b = to_digits(a, num_digits), to_digits(b, num_digits)
+    features = [[da, db] for da, db in zip(digits_a, digits_b, strict=True)]
     label = to_digits(a + b, num_digits)
     return features, label
 

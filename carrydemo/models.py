@@ -47,8 +47,9 @@ class MLP(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         batch_size, num_digits, _ = features.shape
         if num_digits != self.config.num_digits:
+            expected = self.config.num_digits
             raise ValueError(
-                f"this MLP takes {self.config.num_digits}-digit inputs, got {num_digits}"
+                f"this MLP takes {expected}-digit inputs, got {num_digits}"
             )
         hidden = torch.relu(self.hidden(features.reshape(batch_size, -1)))
         # (batch, num_digits * 10) -> (batch, num_digits, 10)
@@ -89,7 +90,9 @@ class ElmanRNN(nn.Module):
 MODEL_NAMES = ("mlp", "rnn")
 
 
-def build_model(name: str, num_digits: int = 3, hidden_size: int | None = None) -> nn.Module:
+def build_model(
+    name: str, num_digits: int = 3, hidden_size: int | None = None
+) -> nn.Module:
     """Return a freshly initialised model by name, with the article's sizes."""
     if name == "mlp":
         return MLP(MLPConfig(num_digits=num_digits, hidden_size=hidden_size or 20))
@@ -111,7 +114,9 @@ def predict(model: nn.Module, features: torch.Tensor) -> torch.Tensor:
 def exact_match_accuracy(predicted: torch.Tensor, labels: torch.Tensor) -> float:
     """Return the fraction of examples whose every digit is right."""
     if predicted.shape != labels.shape:
-        raise ValueError(f"shapes differ: {tuple(predicted.shape)} vs {tuple(labels.shape)}")
+        raise ValueError(
+            f"shapes differ: {tuple(predicted.shape)} vs {tuple(labels.shape)}"
+        )
     if predicted.shape[0] == 0:
         raise ValueError("exact-match accuracy of zero examples is undefined")
     return (predicted == labels).all(dim=1).float().mean().item()

@@ -64,7 +64,9 @@ def write_json(path: Path, data) -> None:
 def write_bytes(path: Path, payload: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as f:
+    with tempfile.NamedTemporaryFile(
+        dir=path.parent, prefix=f".{path.name}.", delete=False
+    ) as f:
         f.write(payload)
         f.flush()
         os.fsync(f.fileno())
@@ -113,12 +115,15 @@ def model_metrics(runs, parameters: int) -> dict:
     }
 
 
-def write_results(out_dir: Path, config, runs_by_model: dict, parameters: dict,
-                  manifest: dict) -> None:
+def write_results(
+    out_dir: Path, config, runs_by_model: dict, parameters: dict, manifest: dict
+) -> None:
     """Write a complete results folder to ``out_dir``, replacing it atomically."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.partial-"))
+    staging = Path(
+        tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.partial-")
+    )
     try:
         # weights first: metrics.json records their hashes
         files = {}
@@ -126,21 +131,28 @@ def write_results(out_dir: Path, config, runs_by_model: dict, parameters: dict,
             for run in runs:
                 name = weights_name(run.model, run.seed)
                 (staging / name).parent.mkdir(parents=True, exist_ok=True)
-                save_file(run.state, staging / name, metadata={"model": run.model,
-                                                               "seed": str(run.seed)})
+                save_file(
+                    run.state,
+                    staging / name,
+                    metadata={"model": run.model, "seed": str(run.seed)},
+                )
                 files[name] = file_sha256(staging / name)
 
         # learning curves, then the metrics that tie everything together
-        curves = {model: {str(run.seed): run.curves for run in runs}
-                  for model, runs in runs_by_model.items()}
+        curves = {
+            model: {str(run.seed): run.curves for run in runs}
+            for model, runs in runs_by_model.items()
+        }
         write_json(staging / "curves.json", curves)
         files["curves.json"] = file_sha256(staging / "curves.json")
         metrics = {
             "schema_version": SCHEMA_VERSION,
             "code_hash": training_code_hash(),
             "config": config.to_dict(),
-            "models": {model: model_metrics(runs, parameters[model])
-                       for model, runs in runs_by_model.items()},
+            "models": {
+                model: model_metrics(runs, parameters[model])
+                for model, runs in runs_by_model.items()
+            },
             "files": files,
         }
         write_json(staging / "metrics.json", metrics)
@@ -176,11 +188,15 @@ def _exchange(a: Path, b: Path) -> bool:
     except (OSError, AttributeError):
         return False
     at_fdcwd = -100
-    result = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
+    result = renameat2(
+        at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange
+    )
     return result == 0
 
 
-def load_metrics(results_dir: Path = DEFAULT_RESULTS_DIR, check_code: bool = False) -> dict:
+def load_metrics(
+    results_dir: Path = DEFAULT_RESULTS_DIR, check_code: bool = False
+) -> dict:
     """Read and check ``metrics.json``; raise ResultsError saying how to fix it."""
     results_dir = Path(results_dir)
     path = results_dir / "metrics.json"
@@ -189,7 +205,9 @@ def load_metrics(results_dir: Path = DEFAULT_RESULTS_DIR, check_code: bool = Fal
     try:
         metrics = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ResultsError(f"{path} is damaged ({error}); run `{TRAIN_COMMAND} -- --force`") from None
+        raise ResultsError(
+            f"{path} is damaged ({error}); run `{TRAIN_COMMAND} -- --force`"
+        ) from None
     if not isinstance(metrics, dict) or metrics.get("schema_version") != SCHEMA_VERSION:
         raise ResultsError(
             f"{path} was written by another version of carrydemo; "
@@ -198,10 +216,14 @@ def load_metrics(results_dir: Path = DEFAULT_RESULTS_DIR, check_code: bool = Fal
     for name, digest in metrics.get("files", {}).items():
         file = results_dir / name
         if not file.exists() or file_sha256(file) != digest:
-            raise ResultsError(f"{file} is missing or does not match {path}; "
-                               f"run `{TRAIN_COMMAND} -- --force`")
+            raise ResultsError(
+                f"{file} is missing or does not match {path}; "
+                f"run `{TRAIN_COMMAND} -- --force`"
+            )
     if check_code and metrics.get("code_hash") != training_code_hash():
-        raise ResultsError(f"{path} was made by other training code; run `{TRAIN_COMMAND}`")
+        raise ResultsError(
+            f"{path} was made by other training code; run `{TRAIN_COMMAND}`"
+        )
     return metrics
 
 
@@ -224,7 +246,8 @@ def load_trained_model(results_dir: Path, model: str, seed: int | None = None):
         raise ResultsError(f"no model {model!r} in {results_dir}; it holds {known}")
     seed = metrics["models"][model]["seed"] if seed is None else seed
     config = metrics["config"]
-    network = build_model(model, num_digits=config["num_digits"],
-                          hidden_size=config["hidden_size"])
+    network = build_model(
+        model, num_digits=config["num_digits"], hidden_size=config["hidden_size"]
+    )
     network.load_state_dict(load_weights(results_dir, model, seed))
     return network.eval()

@@ -36,11 +36,15 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' asked for, but PyTorch sees no CUDA GPU; use --device cpu")
+        raise ConfigError(
+            "device 'cuda' asked for, but PyTorch sees no CUDA GPU; use --device cpu"
+        )
     return torch.device(name)
 
 
-def seeded_model(name: str, seed: int, num_digits: int = 3, hidden_size=None) -> nn.Module:
+def seeded_model(
+    name: str, seed: int, num_digits: int = 3, hidden_size=None
+) -> nn.Module:
     """Build a model whose initial weights depend on ``seed`` alone."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -103,8 +107,14 @@ def train_plain(name: str, seed: int, config: TrainConfig, splits: Splits) -> Ru
         if is_eval_epoch(epoch, config):
             record_curves(curves, epoch, model, train, validation)
         if time.monotonic() - last_report > PROGRESS_INTERVAL_S:
-            log.info("%s seed %d | epoch %6d/%d | loss %.4f", name, seed, epoch,
-                     config.epochs, epoch_loss)
+            log.info(
+                "%s seed %d | epoch %6d/%d | loss %.4f",
+                name,
+                seed,
+                epoch,
+                config.epochs,
+                epoch_loss,
+            )
             last_report = time.monotonic()
         if not math.isfinite(epoch_loss):
             stop_reason = "non_finite"
@@ -116,17 +126,25 @@ def train_plain(name: str, seed: int, config: TrainConfig, splits: Splits) -> Ru
     if curves["epoch"][-1] != epoch:
         record_curves(curves, epoch, model, train, validation)
     _, test_accuracy = evaluate(model, splits.test.to(device))
-    state = {key: value.detach().cpu().clone() for key, value in model.state_dict().items()}
-    return RunResult(name, seed, state, epoch, epoch_loss, test_accuracy, stop_reason, curves)
+    state = {
+        key: value.detach().cpu().clone() for key, value in model.state_dict().items()
+    }
+    return RunResult(
+        name, seed, state, epoch, epoch_loss, test_accuracy, stop_reason, curves
+    )
 
 
-def run_epoch(model, optimizer, train: Examples, order: torch.Tensor, batch_size: int) -> float:
+def run_epoch(
+    model, optimizer, train: Examples, order: torch.Tensor, batch_size: int
+) -> float:
     """Take one Adam step per mini-batch; return the epoch's mean batch loss."""
     total, count = 0.0, 0
     for batch in batch_slices(len(train), batch_size):
         indices = order[batch]
         log_probs = model(train.features[indices])
-        loss = nn.functional.nll_loss(log_probs.flatten(0, 1), train.labels[indices].flatten())
+        loss = nn.functional.nll_loss(
+            log_probs.flatten(0, 1), train.labels[indices].flatten()
+        )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

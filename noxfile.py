@@ -1,0 +1,57 @@
+"""Build pipeline: ``nox -s train docs`` trains the models and builds the site."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_venv = "yes"
+nox.options.sessions = ["lint", "tests"]
+
+# The CPU wheel of this release lies on the build machines' disk; an unpinned
+# torch would pull a multi-gigabyte CUDA build into every session.
+TORCH = "torch==2.13.0"
+PYTHON = "3.11"
+
+
+def install(session: nox.Session, *extras: str) -> None:
+    """Install the package editable (a reused venv never keeps a stale copy)."""
+    target = f".[{','.join(extras)}]" if extras else "."
+    session.install(TORCH)
+    session.install("-e", target)
+
+
+@nox.session(python=PYTHON)
+def train(session: nox.Session) -> None:
+    """Train both models in the article's configuration into build/results."""
+    install(session)
+    session.run("python", "-m", "carrydemo", "train", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def docs(session: nox.Session) -> None:
+    """Build the site into build/site from build/results (never trains)."""
+    install(session, "docs")
+    session.run("mkdocs", "build", "--strict", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def serve(session: nox.Session) -> None:
+    """Preview the site with live reload on http://127.0.0.1:8000 (never trains)."""
+    install(session, "docs")
+    session.run("mkdocs", "serve", "--dev-addr", "127.0.0.1:8000", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """Run the test suite."""
+    install(session, "docs", "test")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """Check the code with ruff."""
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
