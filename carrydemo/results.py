@@ -165,12 +165,22 @@ def write_results(
 def publish_directory(staging: Path, destination: Path) -> None:
     """Put ``staging`` at ``destination`` in one step; the old one is removed.
 
-    On Linux the two folders are exchanged with renameat2(RENAME_EXCHANGE), so
-    there is no moment at which ``destination`` is missing or half-written.
+    Files of the old folder that ``staging`` does not replace (a study's or a
+    benchmark's results) are carried over as hard links first. On Linux the two
+    folders are then exchanged with renameat2(RENAME_EXCHANGE), so there is no
+    moment at which ``destination`` is missing or half-written.
     """
     if not destination.exists():
         os.rename(staging, destination)
         return
+    for entry in destination.iterdir():
+        target = staging / entry.name
+        if target.exists() or entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            shutil.copytree(entry, target, copy_function=os.link)
+        else:
+            os.link(entry, target)
     if not _exchange(staging, destination):
         backup = destination.with_name(destination.name + ".previous")
         shutil.rmtree(backup, ignore_errors=True)
