@@ -212,8 +212,14 @@ def plotly_layout(**settings) -> dict:
     """A neutral Plotly layout; the site's script applies the theme's colours."""
     layout = {
         "template": "none",
-        "margin": {"l": 60, "r": 20, "t": 50, "b": 50},
-        "legend": {"orientation": "h", "y": -0.2},
+        "margin": {"l": 60, "r": 20, "t": 50, "b": 40},
+        "legend": {
+            "orientation": "h",
+            "yanchor": "top",
+            "y": -0.22,
+            "x": 0,
+            "tracegroupgap": 2,
+        },
         "hovermode": "x unified",
     }
     layout.update(settings)
@@ -348,7 +354,7 @@ def learning_curves_plotly(context, curves_by_seed, first_seed, count):
                 row=1,
                 col=col,
             )
-    fig.update_layout(**plotly_layout(height=420))
+    fig.update_layout(**plotly_layout(height=520))
     fig.update_xaxes(title_text="epoch")
     fig.update_yaxes(type="log", row=1, col=1)
     fig.update_yaxes(tickformat=".0%", range=[0, 1.02], row=1, col=2)
@@ -433,7 +439,7 @@ def unrolled_rnn(context: FigureContext):
         ha="center",
         va="center",
         color=style.accent,
-        fontsize=9,
+        fontsize=11,
     )
     return fig
 
@@ -446,7 +452,7 @@ def _box(ax, x, y, text, edge, style):
         ha="center",
         va="center",
         color=style.text,
-        fontsize=9,
+        fontsize=11,
         bbox={
             "boxstyle": "round,pad=0.45",
             "facecolor": "none",
@@ -530,20 +536,18 @@ def accuracy_summary(context: FigureContext) -> Table:
                 model["parameters"],
                 f"{model['test_accuracy']:.2%}",
                 f"{summary['mean']:.2%} ± {summary['std']:.2%}",
-                f"{summary['min']:.2%}",
-                f"{summary['max']:.2%}",
+                f"{summary['min']:.2%} to {summary['max']:.2%}",
                 summary["n"],
                 f"{article:.2%}" if article is not None else "",
             ]
         )
-    first_seed = {model["seed"] for model in context.metrics["models"].values()}
+    seed = min(model["seed"] for model in context.metrics["models"].values())
     columns = [
         "model",
         "parameters",
-        f"test, seed {min(first_seed)}",
-        "mean ± std",
-        "min",
-        "max",
+        f"test, seed {seed}",
+        "mean ± std over seeds",
+        "min to max",
         "seeds",
         "article",
     ]

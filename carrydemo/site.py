@@ -245,10 +245,7 @@ def table_html(data: dict) -> str:
         "<tr>" + "".join(cell_html(cell) for cell in row) + "</tr>"
         for row in data["rows"]
     )
-    return (
-        f'<table class="cd-table"><thead><tr>{head}</tr></thead>'
-        f"<tbody>{body}</tbody></table>{note}"
-    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{note}"
 
 
 def cell_html(cell) -> str:
