@@ -57,3 +57,12 @@ def lint(session: nox.Session) -> None:
     session.install("ruff")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python=PYTHON)
+def screenshots(session: nox.Session) -> None:
+    """Build the site and screenshot every page, light and dark, into build/."""
+    install(session, "docs", "test")
+    session.run("python", "-m", "carrydemo", "figures")
+    session.run("mkdocs", "build", "--strict")
+    session.run("python", "tools/screenshots.py", *session.posargs)
