@@ -69,7 +69,10 @@ def test_site_shows_the_rnn_accuracy_of_the_run(results, figures, tmp_path):
     # figures and plotly.js are served by the site itself
     assert (site / "assets" / "javascripts" / "plotly.min.js").exists()
     assert (site / "assets" / "figures" / "learning_curves_rnn.plotly.json").exists()
-    assert "<math" in (site / "models" / "index.html").read_text()
+    models = (site / "models" / "index.html").read_text()
+    assert "<math" in models
+    # code is included from the package, not left as a snippet line
+    assert "ElmanRNN</span>" in models and "8&lt;" not in models
 
 
 def test_unknown_placeholder_fails_listing_known_names(results, figures, tmp_path):
