@@ -711,6 +711,15 @@ def split_drawing(drawing) -> tuple[go.Figure | None, object | None]:
     return plotly_fig, mpl_fig
 
 
+def source_hashes(results_dir: Path) -> dict:
+    """The hash of every results file figures are drawn from (None: absent)."""
+    hashes = {}
+    for source in ("metrics", "manifest", "study", "bench"):
+        path = Path(results_dir) / f"{source}.json"
+        hashes[source] = file_sha256(path) if path.exists() else None
+    return hashes
+
+
 def render_figure(entry: Registered, context: FigureContext) -> dict[str, bytes]:
     """Every file of one figure, keyed by file name."""
     files = {}
@@ -748,7 +757,7 @@ def render_all(context: FigureContext) -> tuple[dict[str, bytes], dict]:
                 plt.close("all")
             files.update(produced)
             index[kind][name] = {"files": sorted(produced)}
-    index["metrics_sha256"] = file_sha256(context.results_dir / "metrics.json")
+    index["sources"] = source_hashes(context.results_dir)
     files["index.json"] = dumps(index).encode()
     return files, index
 

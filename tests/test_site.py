@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from mkdocs.exceptions import PluginError
 
 from carrydemo import cli
 from carrydemo.figures import write_figures
-from carrydemo.site import Build, format_value, math_to_mathml, substitute
+from carrydemo.site import (
+    Build,
+    format_value,
+    load_build,
+    math_to_mathml,
+    substitute,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_TRAIN = ["--seeds", "0-1", "--epochs", "20", "--eval-every", "5"]
@@ -144,3 +152,15 @@ def test_math_becomes_mathml():
     converted = math_to_mathml(page)
     assert "<math" in converted and "arithmatex" not in converted
     assert "<mo>&#x0003C;</mo>" in converted  # the escaped < survives as MathML
+
+
+def test_figures_older_than_the_results_stop_the_build(
+    results, figures, tmp_path, monkeypatch
+):
+    copied = tmp_path / "results"
+    shutil.copytree(results, copied)
+    (copied / "bench.json").write_text('{"rows": []}\n')
+    monkeypatch.setenv("CARRYDEMO_RESULTS", str(copied))
+    monkeypatch.setenv("CARRYDEMO_FIGURES", str(figures))
+    with pytest.raises(PluginError, match="python -m carrydemo figures"):
+        load_build()
