@@ -381,11 +381,14 @@ def learning_curves_matplotlib(context, curves_by_seed, count):
         ax.set_xlabel("epoch")
         if quantity == "loss":
             ax.set_yscale("log")
+            plain = matplotlib.ticker.FormatStrFormatter("%.2g")
+            ax.yaxis.set_major_formatter(plain)
+            ax.yaxis.set_minor_formatter(plain)
         else:
             ax.set_ylim(0, 1.02)
             ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
-    legend = axes[0].legend(
-        frameon=False, title=f"median, min-max band of {count} seeds"
+    legend = axes[1].legend(
+        loc="upper left", frameon=False, title=f"median, min-max band of {count} seeds"
     )
     plt.setp(legend.get_texts() + [legend.get_title()], color=style.text)
     fig.tight_layout()
