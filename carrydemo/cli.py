@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from carrydemo import webexport
+from carrydemo import figures, webexport
 from carrydemo.config import ConfigError, TrainConfig, parse_seeds
 from carrydemo.data import article_splits
 from carrydemo.models import count_parameters
@@ -131,6 +131,9 @@ def build_parser() -> ArgumentParser:
         "train", help="train the models and write build/results/"
     )
     add_train_arguments(train)
+    figures.add_arguments(
+        commands.add_parser("figures", help="draw the site's figures")
+    )
     webexport.add_arguments(commands.add_parser("webexport", help=webexport.HELP))
     return parser
 
@@ -235,7 +238,11 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     args = build_parser().parse_args(argv)
     try:
-        commands = {"train": run_train, "webexport": webexport.run}
+        commands = {
+            "train": run_train,
+            "figures": figures.run,
+            "webexport": webexport.run,
+        }
         return commands[args.command](args)
     except (ConfigError, ResultsError) as error:
         print(f"carrydemo: error: {error}", file=sys.stderr)
