@@ -96,20 +96,8 @@ def build_site(tmp: Path, origin: str) -> tuple[Path, Path]:
     run_step(
         [python, "-m", "carrydemo", "train", *TINY_RUN, "--out", str(results_dir)], env
     )
-    if (ROOT / "carrydemo" / "figures.py").exists():  # TODO: drop once site is merged
-        run_step(
-            [
-                python,
-                "-m",
-                "carrydemo",
-                "figures",
-                "--results",
-                str(results_dir),
-                "--out",
-                str(figures_dir),
-            ],
-            env,
-        )
+    figures = ["figures", "--results", str(results_dir), "--out", str(figures_dir)]
+    run_step([python, "-m", "carrydemo", *figures], env)
     run_step(
         [python, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site_dir)], env
     )
@@ -198,32 +186,42 @@ def tab(browser, site):
 
 
 def page_path(site: Site, url: str) -> str:
-    assert url.startswith(site.origin + "/"), (
-        f"sitemap lists {url} outside {site.origin}"
-    )
+    assert url.startswith(site.origin + "/"), f"{url} is outside {site.origin}"
     return url[len(site.origin) :]
 
 
-# --- every page -------------------------------------------------------------
+# --- every page, visited once ---------------------------------------------
+
+# Everything a page links to or loads from, as absolute URLs.
+LINKED = """() => Array.from(
+  document.querySelectorAll("a[href], link[href], [src], [data-figure]"),
+  (el) => el.href || el.src || new URL(el.dataset.figure, location.href).href
+)"""
+# The article's visible text, code and rendered math left out.
+VISIBLE_TEXT = """() => {
+  const skip = "pre, code, script, style, math, .cd-plot, .jp-Cell";
+  const article = document.querySelector("article");
+  const walker = document.createTreeWalker(article, NodeFilter.SHOW_TEXT);
+  const parts = [];
+  while (walker.nextNode()) {
+    const node = walker.currentNode;
+    if (!node.parentElement.closest(skip)) parts.push(node.data);
+  }
+  return parts.join(" ");
+}"""
 
 
-def test_sitemap_lists_pages_under_the_served_origin(site):
-    assert len(site.pages) >= 2
-    for url in site.pages:
-        page_path(site, url)
-
-
-def test_every_page_loads_cleanly_and_stays_offline(browser, site):
-    for url in site.pages:
-        tab = Tab(browser, site)
-        tab.goto(url)
-        assert tab.errors == [], f"{url}: console errors"
-        assert tab.foreign_requests() == [], f"{url}: requests to other hosts"
-        tab.close()
+@dataclass(frozen=True)
+class PageVisit:
+    errors: list[str]
+    foreign_requests: list[str]
+    weight: int  # bytes loaded, the shared plotly.js not counted
+    links: list[str]
+    text: str
+    math_elements: int
 
 
 def page_weight(tab: Tab) -> int:
-    """Bytes the page loaded, the shared scripts excepted."""
     total = 0
     for response in tab.responses:
         if response.url.startswith("data:") or response.url.endswith(SHARED_SCRIPTS):
@@ -232,51 +230,100 @@ def page_weight(tab: Tab) -> int:
     return total
 
 
-def test_every_page_fits_the_weight_budget(browser, site):
-    weights = {}
+@pytest.fixture(scope="session")
+def tour(browser, site) -> dict[str, PageVisit]:
+    """Load every page of the sitemap once, each in a fresh context."""
+    visits = {}
     for url in site.pages:
         tab = Tab(browser, site)
         tab.goto(url)
-        weights[page_path(site, url)] = page_weight(tab)
+        visits[page_path(site, url)] = PageVisit(
+            errors=list(tab.errors),
+            foreign_requests=tab.foreign_requests(),
+            weight=page_weight(tab),
+            links=tab.page.evaluate(LINKED),
+            text=tab.page.evaluate(VISIBLE_TEXT),
+            math_elements=tab.page.locator("article math").count(),
+        )
         tab.close()
+    return visits
+
+
+def test_sitemap_lists_pages_under_the_served_origin(site):
+    assert len(site.pages) >= 2
+    for url in site.pages:
+        page_path(site, url)
+
+
+def test_every_page_loads_without_console_errors(tour):
+    assert {path: v.errors for path, v in tour.items() if v.errors} == {}
+
+
+def test_no_page_asks_another_host(tour):
+    asked = {path: v.foreign_requests for path, v in tour.items() if v.foreign_requests}
+    assert asked == {}
+
+
+def test_every_page_fits_the_weight_budget(tour):
+    weights = {path: visit.weight for path, visit in tour.items()}
     print("page weights (bytes):", json.dumps(weights, indent=1))
     assert {path: w for path, w in weights.items() if w > PAGE_BUDGET} == {}
 
 
 def test_search_index_fits_its_budget(site):
-    index = site.site_dir / "search" / "search_index.json"
-    assert index.stat().st_size < SEARCH_INDEX_BUDGET
+    size = (site.site_dir / "search" / "search_index.json").stat().st_size
+    print(f"search index: {size} bytes")
+    assert size < SEARCH_INDEX_BUDGET
 
 
-LINKED = """() => Array.from(
-  document.querySelectorAll("a[href], link[href], [src], [data-figure]"),
-  (el) => el.href || el.src || new URL(el.dataset.figure, location.href).href
-)"""
+def status_of(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
 
 
-def test_no_internal_link_is_broken(tab, site):
-    targets = set()
-    for url in site.pages:
-        tab.goto(url)
-        for link in tab.page.evaluate(LINKED):
-            if link.startswith(site.origin + "/"):
-                targets.add(link.split("#")[0])
-    broken = {}
-    for target in sorted(targets):
-        try:
-            with urllib.request.urlopen(target) as response:
-                status = response.status
-        except urllib.error.HTTPError as error:
-            status = error.code
-        if status != 200:
-            broken[target] = status
-    assert broken == {}
+def test_no_internal_link_is_broken(tour, site):
+    targets = {
+        link.split("#")[0]
+        for visit in tour.values()
+        for link in visit.links
+        if link.startswith(site.origin + "/")
+    }
+    assert len(targets) > len(tour)
+    broken = {target: status_of(target) for target in sorted(targets)}
+    assert {target: code for target, code in broken.items() if code != 200} == {}
+
+
+RAW_MATH = re.compile(r"\\\(|\\\[|\$\$|(?<![\w$])\$[^$\s][^$]*\$")
+CODE = re.compile(r"^```.*?^```|`[^`\n]+`", re.MULTILINE | re.DOTALL)
+
+
+def source_has_math(path: str) -> bool:
+    """Whether a page's Markdown (code left out) writes any math."""
+    path = path.strip("/")
+    names = [f"{path}.md", f"{path}/index.md"] if path else ["index.md"]
+    sources = [ROOT / "docs" / name for name in names]
+    source = next((source for source in sources if source.exists()), None)
+    if source is None:  # a notebook; it writes no math, MathJax is not served
+        return False
+    return bool(RAW_MATH.search(CODE.sub("", source.read_text())))
+
+
+def test_no_math_is_left_unrendered(tour):
+    raw = {path: RAW_MATH.findall(v.text) for path, v in tour.items()}
+    assert {path: found for path, found in raw.items() if found} == {}
+    with_math = [path for path in tour if source_has_math(path)]
+    assert with_math, "no page writes math; the check would prove nothing"
+    assert [path for path in with_math if tour[path].math_elements == 0] == []
 
 
 # --- figures ------------------------------------------------------------------
 
-# For every Plotly figure: how many traces it drew, and the contrast between
-# its text and what lies behind it (a transparent paper shows the page).
+# For every drawn Plotly figure: how many traces it drew, whether it fills its
+# box, and the contrast between its text and what lies behind it (a
+# transparent paper shows the page).
 FIGURE_REPORT = """() => {
   function rgba(colour) {
     const probe = document.createElement("span");
@@ -302,46 +349,61 @@ FIGURE_REPORT = """() => {
     return (hi + 0.05) / (lo + 0.05);
   }
   const page = rgba(getComputedStyle(document.body).backgroundColor);
-  return Array.from(document.querySelectorAll(".js-plotly-plot"), (plot) => {
+  return Array.from(document.querySelectorAll(".cd-plot"), (plot, index) => {
+    if (plot.offsetWidth === 0) return { index: index, visible: false };
     const layout = plot._fullLayout;
+    if (!layout) return { index: index, visible: true, drawn: false };
     const paper = over(rgba(layout.paper_bgcolor), page);
+    const svg = plot.querySelector(".main-svg").getBoundingClientRect();
     return {
+      index: index,
+      visible: true,
+      drawn: true,
       traces: plot.querySelectorAll("g.trace").length,
+      fills_width: Math.abs(svg.width - plot.getBoundingClientRect().width) < 2,
       contrast: contrast(over(rgba(layout.font.color), paper), paper),
       scheme: document.body.getAttribute("data-md-color-scheme"),
     };
   });
 }"""
+ALL_VISIBLE_DRAWN = """() => Array.from(document.querySelectorAll(".cd-plot"))
+  .filter((plot) => plot.offsetWidth > 0)
+  .every((plot) => plot.querySelector(".main-svg g.trace"))"""
 
 
 def figure_pages(site: Site) -> list[str]:
     """Pages whose HTML holds a Plotly figure element."""
-    return [
-        url
-        for url in site.pages
-        if 'class="cd-plot"'
-        in (site.site_dir / page_path(site, url).lstrip("/") / "index.html").read_text()
-    ]
+    pages = []
+    for url in site.pages:
+        html = site.site_dir / page_path(site, url).lstrip("/") / "index.html"
+        if 'class="cd-plot"' in html.read_text():
+            pages.append(url)
+    return pages
 
 
-def wait_for_figures(tab: Tab) -> list[dict]:
-    expected = tab.page.locator(".cd-plot").count()
-    tab.page.wait_for_function(
-        "(n) => document.querySelectorAll('.js-plotly-plot .main-svg').length >= n",
-        arg=expected,
-        timeout=15_000,
-    )
-    report = tab.page.evaluate(FIGURE_REPORT)
-    assert len(report) == expected
-    return report
+def figure_reports(tab: Tab) -> dict[int, dict]:
+    """Every figure of the page, after showing each tab that may hide one."""
+    reports = {}
+    labels = tab.page.locator(".tabbed-labels > label")
+    for number in range(labels.count() + 1):
+        if number:
+            labels.nth(number - 1).click()
+        tab.page.wait_for_function(ALL_VISIBLE_DRAWN, timeout=15_000)
+        for report in tab.page.evaluate(FIGURE_REPORT):
+            if report["visible"]:
+                reports[report["index"]] = report
+    assert len(reports) == tab.page.locator(".cd-plot").count(), "a figure never showed"
+    return reports
 
 
-def check_figures(report: list[dict], scheme: str, where: str) -> None:
+def check_figures(reports: dict[int, dict], scheme: str, where: str) -> None:
     expected_scheme = "slate" if scheme == "dark" else "default"
-    for number, figure in enumerate(report):
-        assert figure["scheme"] == expected_scheme, where
-        assert figure["traces"] > 0, f"{where}: figure {number} drew no traces"
-        assert figure["contrast"] >= MIN_CONTRAST, f"{where}: figure {number}: {figure}"
+    for number, figure in reports.items():
+        described = f"{where}: figure {number}: {figure}"
+        assert figure["drawn"] and figure["traces"] > 0, described
+        assert figure["fills_width"], described
+        assert figure["scheme"] == expected_scheme, described
+        assert figure["contrast"] >= MIN_CONTRAST, described
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
@@ -351,7 +413,7 @@ def test_figures_draw_and_read_on_direct_load(browser, site, scheme):
     for url in pages:
         tab = Tab(browser, site, scheme)
         tab.goto(url)
-        check_figures(wait_for_figures(tab), scheme, url)
+        check_figures(figure_reports(tab), scheme, url)
         assert tab.errors == []
         tab.close()
 
@@ -371,50 +433,29 @@ def navigate_in_site(tab: Tab, url: str) -> None:
 
 @pytest.mark.parametrize("scheme", SCHEMES)
 def test_figures_draw_after_instant_navigation(browser, site, scheme):
+    tab = Tab(browser, site, scheme)
+    tab.goto(site.pages[0])
     for url in figure_pages(site):
-        tab = Tab(browser, site, scheme)
-        start = next(other for other in site.pages if other != url)
-        tab.goto(start)
+        if tab.page.url == url:  # leave the page first, then come back by a link
+            navigate_in_site(tab, next(other for other in site.pages if other != url))
         navigate_in_site(tab, url)
-        check_figures(wait_for_figures(tab), scheme, f"{start} -> {url}")
-        assert tab.errors == []
-        tab.close()
+        check_figures(figure_reports(tab), scheme, f"after clicking to {url}")
+    assert tab.errors == []
+    tab.close()
 
 
-# --- math -------------------------------------------------------------------
-
-VISIBLE_TEXT = """() => {
-  const skip = "pre, code, script, style, math, .cd-plot, .jp-Cell";
-  const article = document.querySelector("article");
-  const walker = document.createTreeWalker(article, NodeFilter.SHOW_TEXT);
-  const parts = [];
-  while (walker.nextNode()) {
-    const node = walker.currentNode;
-    if (!node.parentElement.closest(skip)) parts.push(node.data);
-  }
-  return parts.join(" ");
-}"""
-RAW_MATH = re.compile(r"\\\(|\\\[|\$\$|(?<![\w$])\$[^$\s][^$]*\$")
-CODE = re.compile(r"^```.*?^```|`[^`\n]+`", re.MULTILINE | re.DOTALL)
-
-
-def source_has_math(site: Site, url: str) -> bool:
-    path = page_path(site, url).strip("/")
-    candidates = [f"{path}.md", f"{path}/index.md"] if path else ["index.md"]
-    sources = [ROOT / "docs" / name for name in candidates]
-    source = next((source for source in sources if source.exists()), None)
-    if source is None:  # a notebook: it has no math (MathJax is not served)
-        return False
-    return bool(RAW_MATH.search(CODE.sub("", source.read_text())))
-
-
-def test_no_math_is_left_unrendered(tab, site):
-    for url in site.pages:
-        tab.goto(url)
-        text = tab.page.evaluate(VISIBLE_TEXT)
-        assert RAW_MATH.search(text) is None, f"{url}: raw math in {text[:200]!r}"
-        if source_has_math(site, url):
-            assert tab.page.locator("article math").count() > 0, f"{url}: no MathML"
+def test_figures_follow_the_colour_toggle(browser, site):
+    tab = Tab(browser, site, "light")
+    tab.goto(figure_pages(site)[0])
+    figure_reports(tab)
+    tab.page.locator("form[data-md-component=palette] label:visible").first.click()
+    tab.page.wait_for_function(
+        "document.body.getAttribute('data-md-color-scheme') === 'slate'"
+    )
+    tab.page.wait_for_timeout(300)  # the restyle runs on the attribute change
+    check_figures(figure_reports(tab), "dark", "after switching to dark")
+    assert tab.errors == []
+    tab.close()
 
 
 # --- the Try it page ----------------------------------------------------------
