@@ -74,8 +74,26 @@ def on_config(config):
     return config
 
 
+def download_link(page) -> str:
+    """A link to the .ipynb that mkdocs-jupyter (include_source) copies beside it."""
+    name = html.escape(Path(page.file.src_uri).name)
+    return (
+        f'<p class="cd-download"><a href="{name}" download>'
+        f"Download this notebook ({name})</a></p>"
+    )
+
+
 def on_page_content(html_text, page, config, files):
-    """MkDocs hook: keep a notebook's code cells and outputs out of search."""
+    """MkDocs hook: a download link, and code and outputs kept out of search.
+
+    Material shows no download button for notebooks, so the link goes under
+    the page's first heading.
+    """
     if not page.file.src_uri.endswith(".ipynb"):
         return html_text
-    return CODE_CELL.sub(r'<div data-search-exclude class="\1', html_text)
+    html_text = CODE_CELL.sub(r'<div data-search-exclude class="\1', html_text)
+    heading_end = html_text.find("</h1>")
+    if heading_end < 0:
+        return download_link(page) + html_text
+    cut = heading_end + len("</h1>")
+    return html_text[:cut] + download_link(page) + html_text[cut:]

@@ -132,19 +132,21 @@
 
   // Return the two numbers padded with leading zeros to the length the model
   // reads, or throw an Error that says what is accepted.
-  function checkedInput(name, a, b) {
+  // ``labels`` name the two numbers in the messages ("a" and "b" by default).
+  function checkedInput(name, a, b, labels) {
     if (!models) throw new Error("the models have not loaded yet; await window.carrydemo.ready");
     if (!Object.prototype.hasOwnProperty.call(MODEL_LABELS, name) || !models[name]) {
       throw new Error('unknown model "' + name + '"; choose "rnn" or "mlp"');
     }
     const limit = limitOf(name);
-    for (const [label, value] of [["a", a], ["b", b]]) {
+    const [labelA, labelB] = labels || ["a", "b"];
+    for (const [label, value] of [[labelA, a], [labelB, b]]) {
       if (typeof value !== "string") {
         throw new Error(label + " must be a string of decimal digits, got " + typeof value);
       }
       if (value === "") throw new Error(label + " is empty; type a number");
       if (!DIGITS.test(value)) {
-        throw new Error(label + ' = "' + value + '" is not a number: use the digits 0 to 9 only');
+        throw new Error(label + ' ("' + value + '") is not a number: use the digits 0 to 9 only');
       }
       if (value.length > limit) {
         throw new Error(
@@ -159,8 +161,8 @@
 
   // Return the model's digits (most significant first) and every step's
   // probabilities and, for the RNN, hidden state (units first).
-  function explain(name, a, b) {
-    const [paddedA, paddedB] = checkedInput(name, a, b);
+  function explain(name, a, b, labels) {
+    const [paddedA, paddedB] = checkedInput(name, a, b, labels);
     const pairs = digitPairs(paddedA, paddedB);
     const steps = name === "rnn" ? runRnn(models.rnn, pairs) : runMlp(models.mlp, pairs);
     const digits = steps.map(function (step) { return argmax(step.probabilities); });
@@ -198,8 +200,7 @@
   }
 
   function heatTable(caption, rowLabels, columns, cell) {
-    const table = element("table", { class: "carrydemo-heat" });
-    table.appendChild(element("caption", {}, caption));
+    const table = element("table", { class: "carrydemo-heat", "aria-label": caption });
     const head = table.appendChild(element("thead")).appendChild(element("tr"));
     head.appendChild(element("th", { scope: "col" }, ""));
     columns.forEach(function (_, t) { head.appendChild(element("th", { scope: "col" }, placeName(t))); });
@@ -211,7 +212,10 @@
     });
     const wrapper = element("div", { class: "carrydemo-scroll" });
     wrapper.appendChild(table);
-    return wrapper;
+    const figure = element("div", { class: "carrydemo-table" });
+    figure.appendChild(element("p", { class: "carrydemo-caption" }, caption));
+    figure.appendChild(wrapper);
+    return figure;
   }
 
   function probabilityTable(name, result) {
@@ -224,7 +228,7 @@
         const p = step.probabilities[digit];
         const percent = p >= 0.995 ? "100" : p < 0.005 ? "0" : (100 * p).toFixed(0);
         const td = element("td", { title: (100 * p).toFixed(2) + "%" }, percent);
-        td.style.backgroundColor = tint("63, 81, 181", p);
+        td.style.backgroundColor = tint("0, 150, 136", p);
         if (digit === argmax(step.probabilities)) td.classList.add("carrydemo-chosen");
         return td;
       }
@@ -251,7 +255,7 @@
     section.appendChild(element("h3", {}, MODEL_LABELS[name]));
     let result;
     try {
-      result = explain(name, a, b);
+      result = explain(name, a, b, ["The first number", "The second number"]);
     } catch (error) {
       section.appendChild(element("p", { class: "carrydemo-message", role: "status" }, error.message));
       return section;
