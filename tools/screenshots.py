@@ -16,6 +16,7 @@ import sys
 import threading
 from pathlib import Path
 
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import sync_playwright
 
 CHROMIUM = "/usr/bin/chromium"
@@ -99,6 +100,30 @@ def toggle_check(browser, base: str, out_dir: Path, problems: list) -> None:
     page.close()
 
 
+def navigation_check(browser, base: str, problems: list) -> None:
+    """Reach the results page by instant navigation; open the second tab."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(base, wait_until="networkidle")
+    page.locator(".md-nav__link[href$='results/']").first.click()
+    try:
+        page.wait_for_selector(".cd-plot[data-state=drawn]", timeout=FIGURE_TIMEOUT_MS)
+    except PlaywrightTimeout:
+        problems.append("results/: no figure drawn after instant navigation")
+    page.locator(".tabbed-labels label").nth(1).click()
+    drawn = "() => document.querySelectorAll('.cd-plot[data-state=drawn]').length"
+    try:
+        page.wait_for_function(f"({drawn})() >= 2", timeout=FIGURE_TIMEOUT_MS)
+        width = page.evaluate(
+            "() => [...document.querySelectorAll('.cd-plot')]"
+            ".map(d => d.querySelector('.main-svg')?.getAttribute('width'))"
+        )
+        if len(set(width)) != 1:
+            problems.append(f"results/: figures in tabs differ in width: {width}")
+    except PlaywrightTimeout:
+        problems.append("results/: the figure in the second tab was not drawn")
+    page.close()
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--site", type=Path, default=Path("build/site"))
@@ -143,6 +168,7 @@ def main(argv=None) -> int:
                     shoot(page, base + path, args.out / name, problems)
                 page.close()
             toggle_check(browser, base, args.out, problems)
+            navigation_check(browser, base, problems)
             browser.close()
     finally:
         server.shutdown()
