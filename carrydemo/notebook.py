@@ -28,6 +28,13 @@ RESULTS_ENV = "CARRYDEMO_RESULTS"
 RESULTS_DIR = Path("build/results")
 RENDERER_NAME = "carrydemo"
 CODE_CELL = re.compile(r'<div class="(jp-Cell jp-CodeCell\b)')
+# nbconvert's loaders for MathJax and mermaid point at a CDN; the site serves
+# neither (its math is MathML), so they are cut out of notebook pages.
+CDN_LOADERS = re.compile(
+    r"<!-- Load mathjax -->.*?<!-- End of mathjax configuration -->"
+    r'|<script type="module">(?:(?!</script>).)*?cdnjs\.cloudflare\.com.*?</script>',
+    re.DOTALL,
+)
 
 
 class SiteRenderer(MimetypeRenderer):
@@ -84,13 +91,14 @@ def download_link(page) -> str:
 
 
 def on_page_content(html_text, page, config, files):
-    """MkDocs hook: a download link, and code and outputs kept out of search.
+    """MkDocs hook: a download link, no CDN loaders, code kept out of search.
 
     Material shows no download button for notebooks, so the link goes under
     the page's first heading.
     """
     if not page.file.src_uri.endswith(".ipynb"):
         return html_text
+    html_text = CDN_LOADERS.sub("", html_text)
     html_text = CODE_CELL.sub(r'<div data-search-exclude class="\1', html_text)
     heading_end = html_text.find("</h1>")
     if heading_end < 0:

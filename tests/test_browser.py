@@ -197,6 +197,11 @@ LINKED = """() => Array.from(
   document.querySelectorAll("a[href], link[href], [src], [data-figure]"),
   (el) => el.href || el.src || new URL(el.dataset.figure, location.href).href
 )"""
+# Scripts, styles and images the page names, loaded or not.
+RESOURCES = """() => Array.from(
+  document.querySelectorAll("script[src], link[rel=stylesheet], img[src], iframe[src]"),
+  (el) => el.src || el.href
+)"""
 # The article's visible text, code and rendered math left out.
 VISIBLE_TEXT = """() => {
   const skip = "pre, code, script, style, math, .cd-plot, .jp-Cell";
@@ -217,6 +222,7 @@ class PageVisit:
     foreign_requests: list[str]
     weight: int  # bytes loaded, the shared plotly.js not counted
     links: list[str]
+    resources: list[str]
     text: str
     math_elements: int
 
@@ -242,6 +248,7 @@ def tour(browser, site) -> dict[str, PageVisit]:
             foreign_requests=tab.foreign_requests(),
             weight=page_weight(tab),
             links=tab.page.evaluate(LINKED),
+            resources=tab.page.evaluate(RESOURCES),
             text=tab.page.evaluate(VISIBLE_TEXT),
             math_elements=tab.page.locator("article math").count(),
         )
@@ -262,6 +269,14 @@ def test_every_page_loads_without_console_errors(tour):
 def test_no_page_asks_another_host(tour):
     asked = {path: v.foreign_requests for path, v in tour.items() if v.foreign_requests}
     assert asked == {}
+
+
+def test_every_resource_a_page_names_is_local(tour, site):
+    foreign = {
+        path: [url for url in visit.resources if not url.startswith(site.origin)]
+        for path, visit in tour.items()
+    }
+    assert {path: urls for path, urls in foreign.items() if urls} == {}
 
 
 def test_every_page_fits_the_weight_budget(tour):
@@ -606,6 +621,20 @@ def test_form_shows_a_message_for_bad_input(try_page, typed):
     assert message.is_visible()
     assert message.inner_text().strip() != ""
     assert try_page.errors == []
+
+
+def test_try_page_works_after_instant_navigation(browser, site):
+    tab = Tab(browser, site, "dark")
+    tab.goto(site.pages[0])
+    navigate_in_site(tab, try_url(site))
+    tab.page.evaluate("window.carrydemo.ready.then(() => true)")
+    tab.page.fill("input[name=a]", "438")
+    tab.page.fill("input[name=b]", "540")
+    shown = tab.page.locator("section[data-model=mlp] .carrydemo-digits")
+    expected = tab.page.evaluate("window.carrydemo.predict('mlp', '438', '540')")
+    assert shown.inner_text() == expected
+    assert tab.errors == []
+    tab.close()
 
 
 def test_form_shows_both_answers(try_page):

@@ -53,6 +53,17 @@ def test_hook_adds_a_download_link_and_hides_code_from_search():
     assert '<div data-search-exclude class="jp-Cell jp-CodeCell' in out
 
 
+def test_hook_cuts_the_cdn_loaders_out():
+    page_html = (
+        '<h1>Explore</h1><!-- Load mathjax --><script src=""></script>'
+        "<!-- End of mathjax configuration --><p>kept</p>"
+        '<script type="module">import("https://cdnjs.cloudflare.com/m.mjs")</script>'
+    )
+    out = notebook.on_page_content(page_html, notebook_page("explore.ipynb"), {}, [])
+    assert "mathjax" not in out and "cdnjs" not in out
+    assert "<p>kept</p>" in out
+
+
 def test_hook_leaves_markdown_pages_alone():
     page_html = '<h1>Try</h1><div class="jp-Cell jp-CodeCell">x</div>'
     assert notebook.on_page_content(page_html, notebook_page("try.md"), {}, []) == (
