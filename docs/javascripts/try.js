@@ -18,6 +18,10 @@
   const MODELS_URL = new URL("../assets/models.json", document.currentScript.src);
   const MODEL_LABELS = { rnn: "RNN", mlp: "MLP" };
   const DIGITS = /^[0-9]+$/;
+  // heat colours (r, g, b): probabilities; hidden state above and below zero
+  const TEAL = "0, 150, 136";
+  const ORANGE = "230, 97, 1";
+  const BLUE = "33, 102, 172";
 
   const carrydemo = (window.carrydemo = window.carrydemo || {});
   let models = null;
@@ -105,7 +109,9 @@
     for (const x of pairs) {
       const fromInput = affine(w["rnn.weight_ih_l0"], w["rnn.bias_ih_l0"], x);
       const fromState = affine(w["rnn.weight_hh_l0"], w["rnn.bias_hh_l0"], hidden);
-      hidden = fromInput.map(function (value, i) { return Math.tanh(value + fromState[i]); });
+      hidden = fromInput.map(function (value, i) {
+        return Math.tanh(value + fromState[i]);
+      });
       const logits = affine(w["output.weight"], w["output.bias"], hidden);
       steps.push({ hidden: hidden, probabilities: softmax(logits) });
     }
@@ -134,7 +140,9 @@
   // reads, or throw an Error that says what is accepted.
   // ``labels`` name the two numbers in the messages ("a" and "b" by default).
   function checkedInput(name, a, b, labels) {
-    if (!models) throw new Error("the models have not loaded yet; await window.carrydemo.ready");
+    if (!models) {
+      throw new Error("the models have not loaded yet; await window.carrydemo.ready");
+    }
     if (!Object.prototype.hasOwnProperty.call(MODEL_LABELS, name) || !models[name]) {
       throw new Error('unknown model "' + name + '"; choose "rnn" or "mlp"');
     }
@@ -146,7 +154,8 @@
       }
       if (value === "") throw new Error(label + " is empty; type a number");
       if (!DIGITS.test(value)) {
-        throw new Error(label + ' ("' + value + '") is not a number: use the digits 0 to 9 only');
+        const quoted = ' ("' + value + '")';
+        throw new Error(label + quoted + " is not a number: use the digits 0 to 9 only");
       }
       if (value.length > limit) {
         throw new Error(
@@ -203,7 +212,9 @@
     const table = element("table", { class: "carrydemo-heat", "aria-label": caption });
     const head = table.appendChild(element("thead")).appendChild(element("tr"));
     head.appendChild(element("th", { scope: "col" }, ""));
-    columns.forEach(function (_, t) { head.appendChild(element("th", { scope: "col" }, placeName(t))); });
+    columns.forEach(function (_, t) {
+      head.appendChild(element("th", { scope: "col" }, placeName(t)));
+    });
     const body = table.appendChild(element("tbody"));
     rowLabels.forEach(function (label, row) {
       const tr = body.appendChild(element("tr"));
@@ -228,7 +239,7 @@
         const p = step.probabilities[digit];
         const percent = p >= 0.995 ? "100" : p < 0.005 ? "0" : (100 * p).toFixed(0);
         const td = element("td", { title: (100 * p).toFixed(2) + "%" }, percent);
-        td.style.backgroundColor = tint("0, 150, 136", p);
+        td.style.backgroundColor = tint(TEAL, p);
         if (digit === argmax(step.probabilities)) td.classList.add("carrydemo-chosen");
         return td;
       }
@@ -243,11 +254,30 @@
       result.steps,
       function (step, unit, t) {
         const value = step.hidden[unit];
-        const td = element("td", { title: "h" + (unit + 1) + " after the " + placeName(t) + ": " + value.toFixed(4) }, value.toFixed(2));
-        td.style.backgroundColor = tint(value >= 0 ? "230, 97, 1" : "33, 102, 172", value);
+        const title = "h" + (unit + 1) + " after the " + placeName(t) + ": " + value.toFixed(4);
+        const td = element("td", { title: title }, value.toFixed(2));
+        td.style.backgroundColor = tint(value >= 0 ? ORANGE : BLUE, value);
         return td;
       }
     );
+  }
+
+  // The sum's last n digits, exactly (BigInt: the RNN takes 30-digit numbers).
+  function lastDigitsOfSum(a, b, n) {
+    return (BigInt(a) + BigInt(b)).toString().padStart(n, "0").slice(-n);
+  }
+
+  function answerLine(result) {
+    const n = result.digits.length;
+    const exact = lastDigitsOfSum(result.a, result.b, n);
+    const verdict = exact === result.digits ? "right" : "wrong";
+    const line = element("p", { class: "carrydemo-answer" });
+    line.append(
+      result.a + " + " + result.b + " → ",
+      element("strong", { class: "carrydemo-digits" }, result.digits),
+      " (" + verdict + "; the last " + n + " digits of the sum are " + exact + ")"
+    );
+    return line;
   }
 
   function modelSection(name, a, b) {
@@ -257,16 +287,11 @@
     try {
       result = explain(name, a, b, ["The first number", "The second number"]);
     } catch (error) {
-      section.appendChild(element("p", { class: "carrydemo-message", role: "status" }, error.message));
+      const message = { class: "carrydemo-message", role: "status" };
+      section.appendChild(element("p", message, error.message));
       return section;
     }
-    const exact = (BigInt(result.a) + BigInt(result.b)).toString().padStart(result.digits.length, "0").slice(-result.digits.length);
-    const verdict = exact === result.digits ? "right" : "wrong";
-    const line = element("p", { class: "carrydemo-answer" });
-    line.appendChild(document.createTextNode(result.a + " + " + result.b + " → "));
-    line.appendChild(element("strong", { class: "carrydemo-digits" }, result.digits));
-    line.appendChild(document.createTextNode(" (" + verdict + "; the last " + result.digits.length + " digits of the sum are " + exact + ")"));
-    section.appendChild(line);
+    section.appendChild(answerLine(result));
     section.appendChild(probabilityTable(name, result));
     if (name === "rnn") section.appendChild(hiddenTable(result));
     return section;
@@ -278,9 +303,11 @@
     const b = form.elements.b.value.trim();
     output.replaceChildren();
     if (!models) {
-      output.appendChild(element("p", { class: "carrydemo-message" }, "Loading the models…"));
+      output.appendChild(element("p", { class: "carrydemo-message" }, "Loading the models."));
       return;
     }
+    // long numbers need the full width: the models go one under the other
+    output.classList.toggle("carrydemo-stacked", Math.max(a.length, b.length) > 6);
     for (const name of ["rnn", "mlp"]) output.appendChild(modelSection(name, a, b));
   }
 
