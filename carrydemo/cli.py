@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from carrydemo import figures
+from carrydemo import figures, webexport
 from carrydemo.config import ConfigError, TrainConfig, parse_seeds
 from carrydemo.data import article_splits
 from carrydemo.models import count_parameters
@@ -134,6 +134,7 @@ def build_parser() -> ArgumentParser:
     figures.add_arguments(
         commands.add_parser("figures", help="draw the site's figures")
     )
+    webexport.add_arguments(commands.add_parser("webexport", help=webexport.HELP))
     return parser
 
 
@@ -237,7 +238,12 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     args = build_parser().parse_args(argv)
     try:
-        return {"train": run_train, "figures": figures.run}[args.command](args)
+        commands = {
+            "train": run_train,
+            "figures": figures.run,
+            "webexport": webexport.run,
+        }
+        return commands[args.command](args)
     except (ConfigError, ResultsError) as error:
         print(f"carrydemo: error: {error}", file=sys.stderr)
         return 2
