@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import platform
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import torch
-
+# No PyTorch up here: it takes seconds to load, and bad input should be
+# reported at once. The commands import it when they start working.
 from carrydemo.config import ConfigError, TrainConfig, parse_seeds
-from carrydemo.data import article_splits
-from carrydemo.models import count_parameters
-from carrydemo.results import DEFAULT_RESULTS_DIR, ResultsError, write_results
-from carrydemo.train import resolve_device, seeded_model, train_plain
+from carrydemo.results import (
+    DEFAULT_RESULTS_DIR,
+    ResultsError,
+    remove_stale_staging,
+    results_lock,
+    write_results,
+)
 
 log = logging.getLogger("carrydemo")
 DEFAULTS = TrainConfig()
@@ -119,6 +124,24 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_RESULTS_DIR,
         help=f"results folder (default: {DEFAULT_RESULTS_DIR})",
     )
+    add_wait_argument(parser)
+
+
+def add_wait_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--wait",
+        action="store_true",
+        help="if another command is writing results, wait for it (default: stop)",
+    )
+
+
+def check_out_dir(path: Path) -> None:
+    """Refuse an output folder that is a file, or lies under one, before work."""
+    for folder in (path, *path.parents):
+        if folder.exists() and not folder.is_dir():
+            raise ConfigError(
+                f"--out {str(path)!r}: {str(folder)!r} is a file, not a folder"
+            )
 
 
 def build_parser() -> ArgumentParser:
@@ -151,6 +174,19 @@ def config_from_args(args) -> TrainConfig:
 
 def run_train(args) -> int:
     config = config_from_args(args)
+    check_out_dir(args.out)
+    with results_lock(args.out, wait=args.wait):
+        remove_stale_staging(args.out)
+        return train_and_write(config, args.out)
+
+
+def train_and_write(config: TrainConfig, out_dir: Path) -> int:
+    import torch
+
+    from carrydemo.data import article_splits
+    from carrydemo.models import count_parameters
+    from carrydemo.train import resolve_device, seeded_model, train_plain
+
     device = resolve_device(config.device)
     torch.set_num_threads(config.threads)
     splits = article_splits(config.num_digits, config.data_seed)
@@ -165,6 +201,7 @@ def run_train(args) -> int:
             train_plain(name, seed, config, splits) for seed in config.seeds
         ]
         for run in runs_by_model[name]:
+            report_non_finite(run)
             log.info(
                 "%s seed %d: test %d/%d = %.2f%% after %d epochs (%s)",
                 name,
@@ -179,14 +216,28 @@ def run_train(args) -> int:
     # write everything in one step
     wall_time = time.perf_counter() - started
     manifest = build_manifest(config, device, wall_time)
-    write_results(args.out, config, runs_by_model, parameters, manifest)
-    log.info("wrote %s in %.1f s", args.out, wall_time)
+    write_results(out_dir, config, runs_by_model, parameters, manifest)
+    log.info("wrote %s in %.1f s", out_dir, wall_time)
     return 0
 
 
-def build_manifest(config: TrainConfig, device: torch.device, wall_time: float) -> dict:
+def report_non_finite(run) -> None:
+    """Say which member diverged, and when; the other members are kept."""
+    if run.stop_reason == "non_finite" or not math.isfinite(run.final_train_loss):
+        log.warning(
+            "%s seed %d: training loss became %r at epoch %d; "
+            "kept as a failed run (stop_reason non_finite), the others go on",
+            run.model,
+            run.seed,
+            run.final_train_loss,
+            run.epochs_run,
+        )
+
+
+def build_manifest(config: TrainConfig, device, wall_time: float) -> dict:
     import numpy
     import safetensors
+    import torch
 
     from carrydemo.results import training_code_hash
 
@@ -229,14 +280,24 @@ def git_commit() -> str | None:
     return commit + ("-dirty" if dirty.strip() else "")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that the same clean-up runs."""
+
+
+def raise_terminated(signum, frame):
+    raise Terminated
+
+
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    signal.signal(signal.SIGTERM, raise_terminated)
     args = build_parser().parse_args(argv)
     try:
         return {"train": run_train}[args.command](args)
     except (ConfigError, ResultsError) as error:
         print(f"carrydemo: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("carrydemo: interrupted; earlier results are unchanged", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interrupt:
+        name = "terminated" if isinstance(interrupt, Terminated) else "interrupted"
+        print(f"carrydemo: {name}; earlier results are unchanged", file=sys.stderr)
+        return 143 if isinstance(interrupt, Terminated) else 130

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from carrydemo.config import MODEL_NAMES
+
 NUM_CLASSES = 10  # decimal digits
 FEATURE_SIZE = 2  # one digit of a and one digit of b per time step
 
@@ -85,9 +87,6 @@ class ElmanRNN(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         logits = self.output(self.hidden_states(features))
         return torch.log_softmax(logits, dim=-1)
-
-
-MODEL_NAMES = ("mlp", "rnn")
 
 
 def build_model(
