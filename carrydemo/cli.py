@@ -6,6 +6,7 @@ import argparse
 import logging
 import math
 import platform
+import re
 import signal
 import subprocess
 import sys
@@ -29,6 +30,12 @@ DEFAULTS = TrainConfig()
 
 class ArgumentParser(argparse.ArgumentParser):
     """argparse that reports a bad option in one line and exits with status 2."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Read "-1e-4" and "-inf" as values (to be refused as numbers out of
+        # range), not as unknown options that swallow the value before them.
+        self._negative_number_matcher = re.compile(r"^-(\d|\.\d|inf|nan)", re.I)
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
@@ -175,9 +182,18 @@ def config_from_args(args) -> TrainConfig:
 def run_train(args) -> int:
     config = config_from_args(args)
     check_out_dir(args.out)
+    check_device(config.device)
     with results_lock(args.out, wait=args.wait):
         remove_stale_staging(args.out)
         return train_and_write(config, args.out)
+
+
+def check_device(name: str) -> None:
+    """Refuse cuda where there is none before anything is written."""
+    if name != "cpu":
+        from carrydemo.train import resolve_device
+
+        resolve_device(name)
 
 
 def train_and_write(config: TrainConfig, out_dir: Path) -> int:
