@@ -19,6 +19,7 @@ from carrydemo.config import ConfigError, TrainConfig, parse_seeds
 from carrydemo.results import (
     DEFAULT_RESULTS_DIR,
     ResultsError,
+    checkpoint_for_tests,
     remove_stale_staging,
     results_lock,
     write_results,
@@ -209,6 +210,7 @@ def train_and_write(config: TrainConfig, out_dir: Path) -> int:
     started = time.perf_counter()
 
     # train every model and seed
+    checkpoint_for_tests("training")
     runs_by_model, parameters = {}, {}
     for name in config.models:
         model = seeded_model(name, 0, config.num_digits, config.hidden_size)

@@ -268,6 +268,7 @@ def publish_directory(staging: Path, destination: Path) -> None:
         os.rename(destination, backup)
         os.rename(staging, destination)
         staging = backup
+    checkpoint_for_tests("swapped")
     shutil.rmtree(staging, ignore_errors=True)
 
 
