@@ -44,6 +44,7 @@ import torch
 
 from carrydemo.config import TrainConfig
 from carrydemo.data import Examples, Splits
+from carrydemo.models import FEATURE_SIZE, NUM_CLASSES
 from carrydemo.train import (
     CURVE_KEYS,
     PROGRESS_INTERVAL_S,
@@ -64,133 +65,237 @@ CHECKPOINT_VERSION = 1
 
 
 # --- the two architectures, forward and backward by hand ---------------------
+#
+# Each member's weights are held as a few augmented matrices, a bias being one
+# more column of its weight matrix, so that one matrix product gives a layer's
+# whole gradient (the inputs carry a column of ones). The rows of the (K, P)
+# parameter tensor are these matrices, flattened one after the other.
 
 
 class StackedRNN:
-    """K Elman RNNs (tanh, both biases) with a Linear read-out at every step."""
+    """K Elman RNNs (tanh, both biases) with a Linear read-out at every step.
 
-    def __init__(self, params: torch.Tensor, shapes: dict):
-        views = split_views(params, shapes)
-        self.w_ih = views["rnn.weight_ih_l0"]  # (K, H, 2)
-        self.w_hh = views["rnn.weight_hh_l0"]  # (K, H, H)
-        self.b_ih = views["rnn.bias_ih_l0"].unsqueeze(1)  # (K, 1, H)
-        self.b_hh = views["rnn.bias_hh_l0"].unsqueeze(1)
-        self.w_out = views["output.weight"]  # (K, 10, H)
-        self.b_out = views["output.bias"].unsqueeze(1)  # (K, 1, 10)
+    Per member: ``recurrent`` (H, 2 + H + 2) = [W_ih | W_hh | b_ih | b_hh] and
+    ``readout`` (10, H + 1) = [W_out | b_out]. During an epoch one buffer
+    Z (K, N, T + 1, 2 + H + 2) holds for every example and step t the row
+    [x_t, h_(t-1), 1, 1], so that step t is one product with ``recurrent``.
+    """
 
-    def forward(self, features: torch.Tensor):
-        """Log-probabilities (K, B*T, 10) for features (K, B, T, 2), and saved state."""
-        num_members, batch_size, num_steps, _ = features.shape
-        hidden_size = self.w_hh.shape[1]
+    def __init__(self, shapes: dict):
+        self.hidden_size = shapes["rnn.weight_hh_l0"][0]
+        hidden_size = self.hidden_size
+        self.blocks = {
+            "recurrent": (hidden_size, FEATURE_SIZE + hidden_size + 2),
+            "readout": (NUM_CLASSES, hidden_size + 1),
+        }
 
-        # the input's share of every step at once, both biases included
-        inputs = torch.baddbmm(
-            self.b_ih + self.b_hh,
-            features.reshape(num_members, batch_size * num_steps, 2),
-            self.w_ih.transpose(1, 2),
-        ).view(num_members, batch_size, num_steps, hidden_size)
+    def to_flat(self, state: dict) -> torch.Tensor:
+        recurrent = torch.cat(
+            [
+                state["rnn.weight_ih_l0"],
+                state["rnn.weight_hh_l0"],
+                state["rnn.bias_ih_l0"].unsqueeze(1),
+                state["rnn.bias_hh_l0"].unsqueeze(1),
+            ],
+            1,
+        )
+        readout = torch.cat([state["output.weight"], state["output.bias"][:, None]], 1)
+        return torch.cat([recurrent.flatten(), readout.flatten()])
 
-        # the recurrence, one step at a time; the state starts at zero
-        state = torch.tanh(inputs[:, :, 0])
-        states = [state]
-        for step in range(1, num_steps):
-            state = torch.baddbmm(inputs[:, :, step], state, self.w_hh.transpose(1, 2))
-            state = torch.tanh(state)
-            states.append(state)
+    def to_state(self, flat: torch.Tensor) -> dict:
+        views = split_views(flat.unsqueeze(0), self.blocks)
+        recurrent, readout = views["recurrent"][0], views["readout"][0]
+        hidden_end = FEATURE_SIZE + self.hidden_size
+        return {
+            "rnn.weight_ih_l0": recurrent[:, :FEATURE_SIZE].clone(),
+            "rnn.weight_hh_l0": recurrent[:, FEATURE_SIZE:hidden_end].clone(),
+            "rnn.bias_ih_l0": recurrent[:, hidden_end].clone(),
+            "rnn.bias_hh_l0": recurrent[:, hidden_end + 1].clone(),
+            "output.weight": readout[:, :-1].clone(),
+            "output.bias": readout[:, -1].clone(),
+        }
 
-        # read-out at every step
-        flat_states = torch.stack(states, 2).view(num_members, -1, hidden_size)
-        logits = torch.baddbmm(self.b_out, flat_states, self.w_out.transpose(1, 2))
-        return torch.log_softmax(logits, -1), (features, states, flat_states)
+    def bind(self, params: torch.Tensor) -> None:
+        """Take the weights of every member as views of ``params`` (K, P)."""
+        views = split_views(params, self.blocks)
+        self.recurrent, self.readout = views["recurrent"], views["readout"]
 
-    def backward(self, d_logits: torch.Tensor, saved) -> list[torch.Tensor]:
-        """Gradients of every weight, in state-dict order, from d loss / d logits."""
-        features, states, flat_states = saved
-        num_members, batch_size, num_steps, _ = features.shape
+    def prepare(self, features: torch.Tensor, labels: torch.Tensor) -> dict:
+        """Buffers for one epoch: features (K, N, T, 2), labels (K, N, T)."""
+        num_members, num_examples, num_steps, _ = features.shape
+        rows = torch.zeros(
+            num_members, num_examples, num_steps + 1, self.blocks["recurrent"][1]
+        )
+        rows = rows.to(features.device)
+        rows[:, :, :num_steps, :FEATURE_SIZE] = features
+        rows[:, :, :, -2:] = 1.0
+        # labels and one-hot targets laid out (K, 10, N, T), classes second
+        labels = labels.unsqueeze(1)
+        one_hot = torch.zeros(num_members, NUM_CLASSES, num_examples, num_steps)
+        one_hot = one_hot.to(features.device).scatter_(1, labels, 1.0)
+        return {"rows": rows, "labels": labels, "one_hot": one_hot}
+
+    def forward(self, prepared: dict, batch: slice):
+        """Log-probabilities (K, 10, B*T) of one batch, and what backward needs."""
+        rows = prepared["rows"][:, batch]  # (K, B, T + 1, 2 + H + 2)
+        num_members, batch_size, num_slots, width = rows.shape
+        hidden = slice(FEATURE_SIZE, FEATURE_SIZE + self.hidden_size)
+
+        # the recurrence: step t writes h_t into the row of step t + 1
+        recurrent_t = self.recurrent.transpose(1, 2)
+        for step in range(num_slots - 1):
+            pre = torch.bmm(rows[:, :, step], recurrent_t)
+            torch.tanh(pre, out=rows[:, :, step + 1, hidden])
+
+        # read-out at every step, classes second: (K, 10, B*T)
+        states = rows[:, :, 1:, FEATURE_SIZE:-1].reshape(num_members, -1, width - 3)
+        logits = torch.bmm(self.readout, states.transpose(1, 2))
+        return torch.log_softmax(logits, 1), (rows, states)
+
+    def log_probs(self, prepared: dict) -> torch.Tensor:
+        """Log-probabilities of all examples, shaped (K, N, T, 10)."""
+        log_probs, _ = self.forward(prepared, slice(None))
+        shape = prepared["one_hot"].shape
+        return log_probs.view(shape).permute(0, 2, 3, 1)
+
+    def loss_and_grads(self, prepared: dict, batch: slice):
+        """Mean NLL (K,) of one batch, and the gradients (K, P) of every member."""
+        log_probs, (rows, states) = self.forward(prepared, batch)
+        labels = prepared["labels"][:, :, batch].flatten(2)
+        one_hot = prepared["one_hot"][:, :, batch].flatten(2)
+        loss, d_logits = nll_and_gradient(log_probs, labels, one_hot, dim=1)
+        num_members, batch_size, num_slots, width = rows.shape
+        hidden_size = self.hidden_size
 
         # read-out layer
-        d_w_out = torch.bmm(d_logits.transpose(1, 2), flat_states)
-        d_b_out = d_logits.sum(1)
-        d_states = torch.bmm(d_logits, self.w_out).view(
-            num_members, batch_size, num_steps, -1
-        )
+        d_readout = torch.bmm(d_logits, states)
+        d_states = torch.bmm(d_logits.transpose(1, 2), self.readout[:, :, :-1])
+        d_states = d_states.view(num_members, batch_size, num_slots - 1, hidden_size)
 
-        # backpropagation through time, last step first
-        d_pre = [None] * num_steps
-        d_carry = None
-        for step in reversed(range(num_steps)):
-            d_state = d_states[:, :, step]
-            if d_carry is not None:
-                d_state = d_state + d_carry
-            d_pre[step] = torch.ops.aten.tanh_backward(d_state, states[step])
-            if step:
-                d_carry = torch.bmm(d_pre[step], self.w_hh)
+        # backpropagation through time, last step first; d_states becomes d_pre
+        hidden = rows[:, :, 1:, FEATURE_SIZE : FEATURE_SIZE + hidden_size]
+        d_tanh = torch.addcmul(self.one(rows), hidden, hidden, value=-1)
+        w_hh = self.recurrent[:, :, FEATURE_SIZE : FEATURE_SIZE + hidden_size]
+        for step in reversed(range(num_slots - 1)):
+            d_step = d_states[:, :, step]
+            if step < num_slots - 2:
+                d_step.baddbmm_(d_states[:, :, step + 1], w_hh)
+            d_step.mul_(d_tanh[:, :, step])
 
-        # weights: the step before the first one had a zero state
-        d_pre_flat = torch.stack(d_pre, 2).view(num_members, -1, d_states.shape[-1])
-        previous = torch.stack([torch.zeros_like(states[0]), *states[:-1]], 2)
-        d_w_hh = torch.bmm(d_pre_flat.transpose(1, 2), previous.view_as(d_pre_flat))
-        inputs = features.reshape(num_members, -1, 2)
-        d_w_ih = torch.bmm(d_pre_flat.transpose(1, 2), inputs)
-        d_bias = d_pre_flat.sum(1)
-        return [d_w_ih, d_w_hh, d_bias, d_bias, d_w_out, d_b_out]
+        # every recurrent weight and both biases in one product
+        inputs = rows[:, :, :-1].reshape(num_members, -1, width)
+        d_pre = d_states.view(num_members, -1, hidden_size)
+        d_recurrent = torch.bmm(d_pre.transpose(1, 2), inputs)
+        return loss, torch.cat([d_recurrent.flatten(1), d_readout.flatten(1)], 1)
+
+    @staticmethod
+    def one(like: torch.Tensor) -> torch.Tensor:
+        return torch.ones((), dtype=like.dtype, device=like.device)
 
 
 class StackedMLP:
-    """K MLPs: Linear, ReLU, Linear, log-softmax per digit."""
+    """K MLPs: Linear, ReLU, Linear, log-softmax per digit.
 
-    def __init__(self, params: torch.Tensor, shapes: dict):
-        views = split_views(params, shapes)
-        self.w_hidden = views["hidden.weight"]  # (K, hidden, T*2)
-        self.b_hidden = views["hidden.bias"].unsqueeze(1)
-        self.w_out = views["output.weight"]  # (K, T*10, hidden)
-        self.b_out = views["output.bias"].unsqueeze(1)
+    Per member: ``hidden`` (h, 2T + 1) = [W_hidden | b_hidden] and ``output``
+    (10T, h + 1) = [W_output | b_output].
+    """
 
-    def forward(self, features: torch.Tensor):
-        """Log-probabilities (K, B*T, 10) for features (K, B, T, 2), and saved state."""
-        num_members, batch_size, num_steps, _ = features.shape
-        inputs = features.reshape(num_members, batch_size, num_steps * 2)
-        hidden = torch.baddbmm(self.b_hidden, inputs, self.w_hidden.transpose(1, 2))
-        hidden = torch.relu(hidden)
-        logits = torch.baddbmm(self.b_out, hidden, self.w_out.transpose(1, 2))
-        logits = logits.view(num_members, batch_size * num_steps, -1)
-        return torch.log_softmax(logits, -1), (inputs, hidden)
+    def __init__(self, shapes: dict):
+        hidden_size, num_inputs = shapes["hidden.weight"]
+        num_outputs = shapes["output.weight"][0]
+        self.hidden_size = hidden_size
+        self.blocks = {
+            "hidden": (hidden_size, num_inputs + 1),
+            "output": (num_outputs, hidden_size + 1),
+        }
 
-    def backward(self, d_logits: torch.Tensor, saved) -> list[torch.Tensor]:
-        """Gradients of every weight, in state-dict order, from d loss / d logits."""
-        inputs, hidden = saved
-        d_logits = d_logits.view(hidden.shape[0], hidden.shape[1], -1)
-        d_w_out = torch.bmm(d_logits.transpose(1, 2), hidden)
-        d_hidden = torch.bmm(d_logits, self.w_out)
-        d_pre = torch.ops.aten.threshold_backward(d_hidden, hidden, 0)
-        d_w_hidden = torch.bmm(d_pre.transpose(1, 2), inputs)
-        return [d_w_hidden, d_pre.sum(1), d_w_out, d_logits.sum(1)]
+    def to_flat(self, state: dict) -> torch.Tensor:
+        hidden = torch.cat([state["hidden.weight"], state["hidden.bias"][:, None]], 1)
+        output = torch.cat([state["output.weight"], state["output.bias"][:, None]], 1)
+        return torch.cat([hidden.flatten(), output.flatten()])
+
+    def to_state(self, flat: torch.Tensor) -> dict:
+        views = split_views(flat.unsqueeze(0), self.blocks)
+        hidden, output = views["hidden"][0], views["output"][0]
+        return {
+            "hidden.weight": hidden[:, :-1].clone(),
+            "hidden.bias": hidden[:, -1].clone(),
+            "output.weight": output[:, :-1].clone(),
+            "output.bias": output[:, -1].clone(),
+        }
+
+    def bind(self, params: torch.Tensor) -> None:
+        """Take the weights of every member as views of ``params`` (K, P)."""
+        views = split_views(params, self.blocks)
+        self.hidden, self.output = views["hidden"], views["output"]
+
+    def prepare(self, features: torch.Tensor, labels: torch.Tensor) -> dict:
+        """Buffers for one epoch: features (K, N, T, 2), labels (K, N, T)."""
+        num_members, num_examples, num_steps, _ = features.shape
+        ones = features.new_ones(num_members, num_examples, 1)
+        inputs = torch.cat([features.flatten(2), ones], 2)  # (K, N, 2T + 1)
+        # labels and one-hot targets laid out (K, T, 10, N), classes third
+        labels = labels.transpose(1, 2).unsqueeze(2)
+        one_hot = torch.zeros(num_members, num_steps, NUM_CLASSES, num_examples)
+        one_hot = one_hot.to(features.device).scatter_(2, labels, 1.0)
+        return {"inputs": inputs, "labels": labels, "one_hot": one_hot}
+
+    def forward(self, prepared: dict, batch: slice):
+        """Log-probabilities (K, T, 10, B) of one batch, and what backward needs."""
+        inputs = prepared["inputs"][:, batch]  # (K, B, 2T + 1)
+        num_members, batch_size, _ = inputs.shape
+        hidden = inputs.new_ones(num_members, batch_size, self.hidden_size + 1)
+        pre = torch.bmm(inputs, self.hidden.transpose(1, 2))
+        torch.clamp_min(pre, 0.0, out=hidden[:, :, :-1])
+        logits = torch.bmm(self.output, hidden.transpose(1, 2))  # (K, 10T, B)
+        logits = logits.view(num_members, -1, NUM_CLASSES, batch_size)
+        return torch.log_softmax(logits, 2), (inputs, hidden)
+
+    def log_probs(self, prepared: dict) -> torch.Tensor:
+        """Log-probabilities of all examples, shaped (K, N, T, 10)."""
+        log_probs, _ = self.forward(prepared, slice(None))
+        return log_probs.permute(0, 3, 1, 2)
+
+    def loss_and_grads(self, prepared: dict, batch: slice):
+        """Mean NLL (K,) of one batch, and the gradients (K, P) of every member."""
+        log_probs, (inputs, hidden) = self.forward(prepared, batch)
+        labels = prepared["labels"][..., batch]
+        one_hot = prepared["one_hot"][..., batch]
+        loss, d_logits = nll_and_gradient(log_probs, labels, one_hot, dim=2)
+        d_logits = d_logits.flatten(1, 2)  # (K, 10T, B)
+
+        # output layer, then the hidden layer through the ReLU
+        d_output = torch.bmm(d_logits, hidden)
+        d_hidden = torch.bmm(d_logits.transpose(1, 2), self.output[:, :, :-1])
+        d_pre = torch.ops.aten.threshold_backward(d_hidden, hidden[:, :, :-1], 0)
+        d_hidden_layer = torch.bmm(d_pre.transpose(1, 2), inputs)
+        return loss, torch.cat([d_hidden_layer.flatten(1), d_output.flatten(1)], 1)
 
 
 ARCHITECTURES = {"mlp": StackedMLP, "rnn": StackedRNN}
 
 
-def split_views(params: torch.Tensor, shapes: dict) -> dict:
-    """Views of a (K, P) tensor, one per weight, shaped (K, *weight shape)."""
+def split_views(params: torch.Tensor, blocks: dict) -> dict:
+    """Views of a (K, P) tensor, one per block, shaped (K, *block shape)."""
     views, offset = {}, 0
-    for key, shape in shapes.items():
+    for key, shape in blocks.items():
         size = math.prod(shape)
         views[key] = params[:, offset : offset + size].view(-1, *shape)
         offset += size
     return views
 
 
-def nll_and_gradient(log_probs: torch.Tensor, labels: torch.Tensor):
+def nll_and_gradient(log_probs, labels, one_hot, dim: int):
     """Mean NLL per member (K,), and its gradient with respect to the logits.
 
-    ``labels`` is (K, n, 1). The gradient of the mean NLL of log-softmax is
-    (softmax - one-hot) / n, which is what autograd computes too.
+    Classes lie along ``dim``. The gradient of the mean NLL of log-softmax is
+    (softmax - one-hot) / n, which is what autograd computes too; it is made
+    in place of ``log_probs``.
     """
-    count = log_probs.shape[1]
-    loss = log_probs.gather(-1, labels).mean((1, 2)).neg_()
-    d_logits = log_probs.exp()
-    d_logits.scatter_add_(-1, labels, torch.full_like(labels, -1, dtype=d_logits.dtype))
-    return loss, d_logits.div_(count)
+    count = log_probs.numel() // (log_probs.shape[0] * log_probs.shape[dim])
+    loss = log_probs.gather(dim, labels).flatten(1).mean(1).neg_()
+    d_logits = log_probs.exp_().sub_(one_hot).div_(count)
+    return loss, d_logits
 
 
 # --- the stack: parameters, Adam state and members still training ------------
@@ -236,11 +341,11 @@ def adam_step(stack: Stack, grads: torch.Tensor, step: int) -> None:
 def evaluate_stack(network, examples: Examples, num_members: int):
     """(mean NLL per digit, exact-match accuracy) of every member, as (K,) tensors."""
     features = examples.features.expand(num_members, *examples.features.shape)
-    log_probs, _ = network.forward(features)
-    labels = examples.labels.reshape(1, -1, 1).expand(num_members, -1, -1)
-    loss = log_probs.gather(-1, labels).mean((1, 2)).neg_()
-    predicted = log_probs.argmax(-1).view(num_members, *examples.labels.shape)
-    correct = (predicted == examples.labels).all(-1).float().mean(-1)
+    labels = examples.labels.expand(num_members, *examples.labels.shape)
+    log_probs = network.log_probs(network.prepare(features, labels))
+    loss = log_probs.gather(-1, labels.unsqueeze(-1)).flatten(1).mean(1).neg_()
+    predicted = log_probs.argmax(-1)
+    correct = (predicted == labels).all(-1).float().mean(-1)
     return loss, correct
 
 
@@ -321,8 +426,9 @@ class StackedRun:
             seeded_model(name, seed, config.num_digits, config.hidden_size)
             for seed in seeds
         ]
-        self.shapes = {k: tuple(v.shape) for k, v in models[0].state_dict().items()}
-        params = torch.stack([flatten_state(model.state_dict()) for model in models])
+        shapes = {k: tuple(v.shape) for k, v in models[0].state_dict().items()}
+        self.network = ARCHITECTURES[name](shapes)
+        params = torch.stack([self.network.to_flat(m.state_dict()) for m in models])
         params = params.to(device)
         self.stack = Stack(
             list(range(len(seeds))),
@@ -338,10 +444,7 @@ class StackedRun:
         ]
         self.epoch = 0  # epochs completed
         self.step = 0  # Adam steps taken by every member still training
-        self.network = self.build_network()
-
-    def build_network(self):
-        return ARCHITECTURES[self.name](self.stack.params, self.shapes)
+        self.network.bind(self.stack.params)
 
     def train(self, checkpoint_path=None, until_epoch=None) -> None:
         """Train until every member has stopped (or ``until_epoch``, for tests)."""
@@ -372,17 +475,12 @@ class StackedRun:
         orders = torch.stack(
             [torch.randperm(len(train), generator=g) for g in stack.generators]
         ).to(self.device)
-        features = train.features[orders]  # (K, N, T, 2)
-        labels = train.labels[orders].unsqueeze(-1)  # (K, N, T, 1)
+        prepared = self.network.prepare(train.features[orders], train.labels[orders])
         batches = batch_slices(len(train), self.config.batch_size)
         losses = torch.empty(len(batches), len(stack.members), device=self.device)
         for index, batch in enumerate(batches):
             self.step += 1
-            log_probs, saved = self.network.forward(features[:, batch])
-            batch_labels = labels[:, batch].flatten(1, 2)
-            losses[index], d_logits = nll_and_gradient(log_probs, batch_labels)
-            grads = self.network.backward(d_logits, saved)
-            grads = torch.cat([grad.flatten(1) for grad in grads], 1)
+            losses[index], grads = self.network.loss_and_grads(prepared, batch)
             adam_step(stack, grads, self.step)
         # the plain loop sums its batch losses as Python floats (doubles)
         return losses.double().mean(0)
@@ -424,7 +522,7 @@ class StackedRun:
                 )
         remaining = [row for row in range(len(losses)) if row not in stopping]
         self.stack = self.stack.keep(remaining)
-        self.network = self.build_network()
+        self.network.bind(self.stack.params)
 
     def record(self, epoch: int, rows: list[int]) -> None:
         record_curves(
@@ -516,7 +614,7 @@ class StackedRun:
         )
         self.outcomes = [Outcome(**fields) for fields in checkpoint["outcomes"]]
         self.epoch, self.step = checkpoint["epoch"], checkpoint["step"]
-        self.network = self.build_network()
+        self.network.bind(self.stack.params)
         log.info(
             "%s x%d | resumed from epoch %d", self.name, len(self.seeds), self.epoch
         )
@@ -524,14 +622,14 @@ class StackedRun:
     def results(self) -> list[RunResult]:
         """One RunResult per member, with test accuracy and nn.Module key names."""
         states = torch.stack([outcome.state for outcome in self.outcomes])
-        network = ARCHITECTURES[self.name](states.to(self.device), self.shapes)
-        _, test_accuracy = evaluate_stack(network, self.test, len(self.seeds))
+        self.network.bind(states.to(self.device))
+        _, test_accuracy = evaluate_stack(self.network, self.test, len(self.seeds))
         test_accuracy = test_accuracy.tolist()
         return [
             RunResult(
                 self.name,
                 seed,
-                unflatten_state(outcome.state, self.shapes),
+                self.network.to_state(outcome.state),
                 outcome.epochs_run,
                 outcome.final_train_loss,
                 test_accuracy[index],
@@ -551,16 +649,6 @@ def stop_reason(loss: float, threshold: float) -> str:
     if loss < threshold:
         return "loss_threshold"
     return ""
-
-
-def flatten_state(state: dict) -> torch.Tensor:
-    return torch.cat([value.detach().reshape(-1) for value in state.values()])
-
-
-def unflatten_state(flat: torch.Tensor, shapes: dict) -> dict:
-    """The nn.Module state dict held in one member's flat row of weights."""
-    views = split_views(flat.unsqueeze(0), shapes)
-    return {key: view[0].clone() for key, view in views.items()}
 
 
 CHECKPOINT_EVERY_S = float(os.environ.get("CARRYDEMO_CHECKPOINT_EVERY_S", "60"))
