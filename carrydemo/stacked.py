@@ -120,77 +120,83 @@ class StackedRNN:
         views = split_views(params, self.blocks)
         self.recurrent, self.readout = views["recurrent"], views["readout"]
 
-    def prepare(self, features: torch.Tensor, labels: torch.Tensor) -> dict:
-        """Buffers for one epoch: features (K, N, T, 2), labels (K, N, T)."""
-        num_members, num_examples, num_steps, _ = features.shape
-        rows = torch.zeros(
-            num_members, num_examples, num_steps + 1, self.blocks["recurrent"][1]
-        )
-        rows = rows.to(features.device)
-        rows[:, :, :num_steps, :FEATURE_SIZE] = features
-        rows[:, :, :, -2:] = 1.0
-        # labels and one-hot targets laid out (K, 10, N, T), classes second
-        labels = labels.unsqueeze(1)
-        one_hot = torch.zeros(num_members, NUM_CLASSES, num_examples, num_steps)
-        one_hot = one_hot.to(features.device).scatter_(1, labels, 1.0)
-        return {"rows": rows, "labels": labels, "one_hot": one_hot}
+    def prepare(self, features: torch.Tensor, labels: torch.Tensor, batches) -> list:
+        """Buffers of every batch of an epoch: features (K, N, T, 2), labels (K, N, T).
 
-    def forward(self, prepared: dict, batch: slice):
-        """Log-probabilities (K, 10, B*T) of one batch, and what backward needs."""
-        rows = prepared["rows"][:, batch]  # (K, B, T + 1, 2 + H + 2)
-        num_members, batch_size, num_slots, width = rows.shape
+        One batch is (rows (K, T + 1, B, W), labels (K, 1, T*B), one-hot
+        (K, 10, T*B)), time-major so that every step and the read-out of all
+        steps are plain views; batches of one size are made in one go.
+        """
+        num_members, _, num_steps, _ = features.shape
+        width = self.blocks["recurrent"][1]
+        prepared = []
+        for start, count, size in equal_size_runs(batches, features.shape[1]):
+            stop = start + count * size
+            # (K, count*B, T, 2) -> (count, K, T, B, 2)
+            chunk = features[:, start:stop].reshape(num_members, count, size, -1, 2)
+            rows = features.new_zeros(count, num_members, num_steps + 1, size, width)
+            rows[:, :, :num_steps, :, :FEATURE_SIZE] = chunk.permute(1, 0, 3, 2, 4)
+            rows[..., -2:] = 1.0
+            chunk = labels[:, start:stop].reshape(num_members, count, size, -1)
+            chunk = chunk.permute(1, 0, 3, 2).reshape(count, num_members, 1, -1)
+            one_hot = features.new_zeros(
+                count, num_members, NUM_CLASSES, chunk.shape[-1]
+            )
+            one_hot.scatter_(2, chunk, 1.0)
+            prepared.extend(zip(rows, chunk, one_hot, strict=True))
+        return prepared
+
+    def forward(self, batch):
+        """Log-probabilities (K, 10, T*B) of one prepared batch, and the states."""
+        rows = batch[0]  # (K, T + 1, B, W)
+        num_members, num_slots, _, width = rows.shape
         hidden = slice(FEATURE_SIZE, FEATURE_SIZE + self.hidden_size)
 
-        # the recurrence: step t writes h_t into the row of step t + 1
+        # the recurrence: step t writes h_t into the rows of step t + 1
         recurrent_t = self.recurrent.transpose(1, 2)
         for step in range(num_slots - 1):
-            pre = torch.bmm(rows[:, :, step], recurrent_t)
-            torch.tanh(pre, out=rows[:, :, step + 1, hidden])
+            # tanh into a strided output measured slower than tanh, then copy
+            state = torch.bmm(rows[:, step], recurrent_t).tanh_()
+            rows[:, step + 1, :, hidden] = state
 
-        # read-out at every step, classes second: (K, 10, B*T)
-        states = rows[:, :, 1:, FEATURE_SIZE:-1].reshape(num_members, -1, width - 3)
+        # read-out of every step from the rows [h_t, 1], classes second
+        states = rows[:, 1:, :, FEATURE_SIZE:-1].reshape(num_members, -1, width - 3)
         logits = torch.bmm(self.readout, states.transpose(1, 2))
-        return torch.log_softmax(logits, 1), (rows, states)
+        return torch.log_softmax(logits, 1), states
 
-    def log_probs(self, prepared: dict) -> torch.Tensor:
-        """Log-probabilities of all examples, shaped (K, N, T, 10)."""
-        log_probs, _ = self.forward(prepared, slice(None))
-        shape = prepared["one_hot"].shape
-        return log_probs.view(shape).permute(0, 2, 3, 1)
+    def log_probs(self, batch) -> torch.Tensor:
+        """Log-probabilities of one prepared batch, shaped (K, B, T, 10)."""
+        log_probs, _ = self.forward(batch)
+        num_members, num_slots, batch_size, _ = batch[0].shape
+        log_probs = log_probs.view(num_members, NUM_CLASSES, num_slots - 1, batch_size)
+        return log_probs.permute(0, 3, 2, 1)
 
-    def loss_and_grads(self, prepared: dict, batch: slice):
-        """Mean NLL (K,) of one batch, and the gradients (K, P) of every member."""
-        log_probs, (rows, states) = self.forward(prepared, batch)
-        labels = prepared["labels"][:, :, batch].flatten(2)
-        one_hot = prepared["one_hot"][:, :, batch].flatten(2)
+    def loss_and_grads(self, batch):
+        """Mean NLL (K,) of one prepared batch, and the gradients (K, P)."""
+        log_probs, states = self.forward(batch)
+        rows, labels, one_hot = batch
         loss, d_logits = nll_and_gradient(log_probs, labels, one_hot, dim=1)
-        num_members, batch_size, num_slots, width = rows.shape
-        hidden_size = self.hidden_size
+        num_members, num_slots, batch_size, width = rows.shape
+        hidden = slice(FEATURE_SIZE, FEATURE_SIZE + self.hidden_size)
 
         # read-out layer
         d_readout = torch.bmm(d_logits, states)
         d_states = torch.bmm(d_logits.transpose(1, 2), self.readout[:, :, :-1])
-        d_states = d_states.view(num_members, batch_size, num_slots - 1, hidden_size)
+        d_states = d_states.view(num_members, num_slots - 1, batch_size, -1)
 
         # backpropagation through time, last step first; d_states becomes d_pre
-        hidden = rows[:, :, 1:, FEATURE_SIZE : FEATURE_SIZE + hidden_size]
-        d_tanh = torch.addcmul(self.one(rows), hidden, hidden, value=-1)
-        w_hh = self.recurrent[:, :, FEATURE_SIZE : FEATURE_SIZE + hidden_size]
+        w_hh = self.recurrent[:, :, hidden]
         for step in reversed(range(num_slots - 1)):
-            d_step = d_states[:, :, step]
+            d_step = d_states[:, step]
             if step < num_slots - 2:
-                d_step.baddbmm_(d_states[:, :, step + 1], w_hh)
-            d_step.mul_(d_tanh[:, :, step])
+                d_step += torch.bmm(d_states[:, step + 1], w_hh)
+            tanh_backward(d_step, rows[:, step + 1, :, hidden], grad_input=d_step)
 
         # every recurrent weight and both biases in one product
-        inputs = rows[:, :, :-1].reshape(num_members, -1, width)
-        d_pre = d_states.view(num_members, -1, hidden_size)
+        inputs = rows[:, :-1].reshape(num_members, -1, width)
+        d_pre = d_states.view(num_members, -1, self.hidden_size)
         d_recurrent = torch.bmm(d_pre.transpose(1, 2), inputs)
         return loss, torch.cat([d_recurrent.flatten(1), d_readout.flatten(1)], 1)
-
-    @staticmethod
-    def one(like: torch.Tensor) -> torch.Tensor:
-        return torch.ones((), dtype=like.dtype, device=like.device)
 
 
 class StackedMLP:
@@ -229,8 +235,8 @@ class StackedMLP:
         views = split_views(params, self.blocks)
         self.hidden, self.output = views["hidden"], views["output"]
 
-    def prepare(self, features: torch.Tensor, labels: torch.Tensor) -> dict:
-        """Buffers for one epoch: features (K, N, T, 2), labels (K, N, T)."""
+    def prepare(self, features: torch.Tensor, labels: torch.Tensor, batches) -> list:
+        """Buffers of every batch: features (K, N, T, 2), labels (K, N, T)."""
         num_members, num_examples, num_steps, _ = features.shape
         ones = features.new_ones(num_members, num_examples, 1)
         inputs = torch.cat([features.flatten(2), ones], 2)  # (K, N, 2T + 1)
@@ -238,10 +244,12 @@ class StackedMLP:
         labels = labels.transpose(1, 2).unsqueeze(2)
         one_hot = torch.zeros(num_members, num_steps, NUM_CLASSES, num_examples)
         one_hot = one_hot.to(features.device).scatter_(2, labels, 1.0)
-        return {"inputs": inputs, "labels": labels, "one_hot": one_hot}
+        shared = {"inputs": inputs, "labels": labels, "one_hot": one_hot}
+        return [(shared, batch) for batch in batches]
 
-    def forward(self, prepared: dict, batch: slice):
+    def forward(self, batch):
         """Log-probabilities (K, T, 10, B) of one batch, and what backward needs."""
+        prepared, batch = batch
         inputs = prepared["inputs"][:, batch]  # (K, B, 2T + 1)
         num_members, batch_size, _ = inputs.shape
         hidden = inputs.new_ones(num_members, batch_size, self.hidden_size + 1)
@@ -251,14 +259,15 @@ class StackedMLP:
         logits = logits.view(num_members, -1, NUM_CLASSES, batch_size)
         return torch.log_softmax(logits, 2), (inputs, hidden)
 
-    def log_probs(self, prepared: dict) -> torch.Tensor:
-        """Log-probabilities of all examples, shaped (K, N, T, 10)."""
-        log_probs, _ = self.forward(prepared, slice(None))
+    def log_probs(self, batch) -> torch.Tensor:
+        """Log-probabilities of one prepared batch, shaped (K, B, T, 10)."""
+        log_probs, _ = self.forward(batch)
         return log_probs.permute(0, 3, 1, 2)
 
-    def loss_and_grads(self, prepared: dict, batch: slice):
-        """Mean NLL (K,) of one batch, and the gradients (K, P) of every member."""
-        log_probs, (inputs, hidden) = self.forward(prepared, batch)
+    def loss_and_grads(self, batch):
+        """Mean NLL (K,) of one prepared batch, and the gradients (K, P)."""
+        log_probs, (inputs, hidden) = self.forward(batch)
+        prepared, batch = batch
         labels = prepared["labels"][..., batch]
         one_hot = prepared["one_hot"][..., batch]
         loss, d_logits = nll_and_gradient(log_probs, labels, one_hot, dim=2)
@@ -273,6 +282,19 @@ class StackedMLP:
 
 
 ARCHITECTURES = {"mlp": StackedMLP, "rnn": StackedRNN}
+tanh_backward = torch.ops.aten.tanh_backward.grad_input
+
+
+def equal_size_runs(batches: list[slice], num_examples: int):
+    """(start, count, size) of each run of consecutive batches of one size."""
+    runs = []
+    for batch in batches:
+        size = len(range(num_examples)[batch])
+        if runs and runs[-1][2] == size:
+            runs[-1][1] += 1
+        else:
+            runs.append([batch.start, 1, size])
+    return [tuple(run) for run in runs]
 
 
 def split_views(params: torch.Tensor, blocks: dict) -> dict:
@@ -342,7 +364,8 @@ def evaluate_stack(network, examples: Examples, num_members: int):
     """(mean NLL per digit, exact-match accuracy) of every member, as (K,) tensors."""
     features = examples.features.expand(num_members, *examples.features.shape)
     labels = examples.labels.expand(num_members, *examples.labels.shape)
-    log_probs = network.log_probs(network.prepare(features, labels))
+    whole = slice(0, len(examples))
+    log_probs = network.log_probs(network.prepare(features, labels, [whole])[0])
     loss = log_probs.gather(-1, labels.unsqueeze(-1)).flatten(1).mean(1).neg_()
     predicted = log_probs.argmax(-1)
     correct = (predicted == labels).all(-1).float().mean(-1)
@@ -475,12 +498,14 @@ class StackedRun:
         orders = torch.stack(
             [torch.randperm(len(train), generator=g) for g in stack.generators]
         ).to(self.device)
-        prepared = self.network.prepare(train.features[orders], train.labels[orders])
         batches = batch_slices(len(train), self.config.batch_size)
+        prepared = self.network.prepare(
+            train.features[orders], train.labels[orders], batches
+        )
         losses = torch.empty(len(batches), len(stack.members), device=self.device)
-        for index, batch in enumerate(batches):
+        for index, batch in enumerate(prepared):
             self.step += 1
-            losses[index], grads = self.network.loss_and_grads(prepared, batch)
+            losses[index], grads = self.network.loss_and_grads(batch)
             adam_step(stack, grads, self.step)
         # the plain loop sums its batch losses as Python floats (doubles)
         return losses.double().mean(0)
