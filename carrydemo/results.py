@@ -158,6 +158,12 @@ def weights_name(model: str, seed: int) -> str:
     return f"weights/{model}-seed{seed}.safetensors"
 
 
+def weights_metadata(model: str, seed: int) -> dict:
+    """One key only: safetensors writes several in a random order per call,
+    which would make two runs' weights files differ in their bytes."""
+    return {"carrydemo": json.dumps({"model": model, "seed": seed}, sort_keys=True)}
+
+
 def model_metrics(runs, parameters: int) -> dict:
     """The metrics of one model: its first seed's outcome, then every seed's."""
     first = runs[0]
@@ -205,7 +211,7 @@ def write_results(
                 save_file(
                     run.state,
                     staging / name,
-                    metadata={"model": run.model, "seed": str(run.seed)},
+                    metadata=weights_metadata(run.model, run.seed),
                 )
                 files[name] = file_sha256(staging / name)
         checkpoint_for_tests("staging")

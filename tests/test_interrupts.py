@@ -48,10 +48,11 @@ TRAIN = ["train", "--model", "rnn", "--seeds", "0", "--out", "build/results"]
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every results file; hidden entries (a run's checkpoints) are not results."""
     return {
         str(path.relative_to(folder)): path.read_bytes()
         for path in sorted(folder.rglob("*"))
-        if path.is_file()
+        if path.is_file() and not path.relative_to(folder).parts[0].startswith(".")
     }
 
 

@@ -93,7 +93,8 @@ def test_a_diverged_member_is_reported_and_the_others_kept(
     monkeypatch.setattr(train, "run_epoch", run_epoch)
     monkeypatch.setattr(signal, "signal", lambda *args: None)
     out = tmp_path / "results"
-    status = cli.main(["train", "--epochs", "3", "--seeds", "0-2", "--out", str(out)])
+    arguments = ["--epochs", "3", "--seeds", "0-2", "--engine", "plain", "--jobs", "1"]
+    status = cli.main(["train", *arguments, "--out", str(out)])
 
     assert status == 0
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
