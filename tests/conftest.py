@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -57,6 +59,53 @@ def write_tiny_results(out_dir: Path, config: TrainConfig = TINY) -> None:
     parameters = {name: count_parameters(seeded_model(name, 0)) for name in runs}
     manifest = {"threads": 1, "device": "cpu", "torch": torch.__version__}
     write_results(out_dir, config, runs, parameters, manifest)
+
+
+def wait_for(condition, timeout: float = 120.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+class Zygote:
+    """The client of tests/cli_zygote.py."""
+
+    def __init__(self):
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.cli_zygote"],
+            cwd=REPO_ROOT,
+            env=cli_env(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def ask(self, command: dict) -> dict:
+        self.process.stdin.write(json.dumps(command) + "\n")
+        self.process.stdin.flush()
+        return json.loads(self.process.stdout.readline())
+
+    def start(self, argv: list[str], cwd: Path, env: dict, log: Path) -> int:
+        command = {"start": argv, "cwd": str(cwd), "env": env, "log": str(log)}
+        return self.ask(command)["pid"]
+
+    def wait(self, pid: int) -> int:
+        return self.ask({"wait": pid})["status"]
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(timeout=30)
+        self.process.stdout.close()
+
+
+@pytest.fixture(scope="session")
+def zygote():
+    client = Zygote()
+    yield client
+    client.close()
 
 
 @pytest.fixture(scope="session")

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
 
-from tests.conftest import cli_env, run_cli
+from carrydemo.results import TEST_MARKER_DIR_ENV, TEST_PAUSE_ENV, load_metrics
+from tests.conftest import cli_env, run_cli, wait_for
 
 OUT = "build/results"
 NO_CUDA = not torch.cuda.is_available()
@@ -171,3 +177,30 @@ def test_help_lists_every_train_option(tmp_path):
     assert result.returncode == 0
     for option in ("--model", "--seeds", "--epochs", "--lr", "--device", "--wait"):
         assert option in result.stdout
+
+
+def test_two_runs_on_one_build_folder_do_not_interleave(zygote, tiny_results, tmp_path):
+    # the first run holds the lock, paused just before it publishes
+    shutil.copytree(tiny_results, tmp_path / "build" / "results")
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    train = ["train", "--model", "rnn", "--seeds", "0", "--epochs", "1"]
+    pause = {TEST_MARKER_DIR_ENV: str(markers), TEST_PAUSE_ENV: "publish"}
+    first = zygote.start(train, tmp_path, pause, tmp_path / "first.log")
+    assert wait_for(lambda: (markers / "publish").exists())
+
+    # a second run stops at once, naming the lock, and changes nothing
+    second = zygote.start(train, tmp_path, {}, tmp_path / "second.log")
+    assert zygote.wait(second) == 2
+    message = (tmp_path / "second.log").read_text().splitlines()
+    assert len(message) == 1 and "another carrydemo command" in message[0]
+    assert str(Path("build") / ".carrydemo.lock") in message[0]
+
+    # with --wait it runs once the first has stopped
+    waiting = zygote.start([*train, "--wait"], tmp_path, {}, tmp_path / "third.log")
+    time.sleep(1.0)
+    assert not (tmp_path / "third.log").read_text()  # still waiting
+    os.kill(first, signal.SIGTERM)
+    assert zygote.wait(first) == 143
+    assert zygote.wait(waiting) == 0, (tmp_path / "third.log").read_text()
+    assert load_metrics(tmp_path / "build" / "results")["config"]["epochs"] == 1

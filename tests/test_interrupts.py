@@ -9,12 +9,9 @@ PyTorch imported already: thirteen imports would cost half a minute of CPU.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from carrydemo.results import TEST_MARKER_DIR_ENV, TEST_PAUSE_ENV, load_metrics
-from tests.conftest import REPO_ROOT, cli_env
+from tests.conftest import Zygote, wait_for
 
 # training: mid-epoch; staging: weights written, metrics not yet;
 # publish: staging complete, not yet swapped in; swapped: new results in
@@ -60,44 +57,6 @@ def debris(build: Path) -> list[str]:
     return sorted(p.name for p in build.iterdir() if p.name.startswith(".results"))
 
 
-class Zygote:
-    """The client of tests/cli_zygote.py."""
-
-    def __init__(self):
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.cli_zygote"],
-            cwd=REPO_ROOT,
-            env=cli_env(),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-
-    def ask(self, command: dict) -> dict:
-        self.process.stdin.write(json.dumps(command) + "\n")
-        self.process.stdin.flush()
-        return json.loads(self.process.stdout.readline())
-
-    def start(self, argv: list[str], cwd: Path, env: dict, log: Path) -> int:
-        command = {"start": argv, "cwd": str(cwd), "env": env, "log": str(log)}
-        return self.ask(command)["pid"]
-
-    def wait(self, pid: int) -> int:
-        return self.ask({"wait": pid})["status"]
-
-    def close(self) -> None:
-        self.process.stdin.close()
-        self.process.wait(timeout=30)
-        self.process.stdout.close()
-
-
-@pytest.fixture(scope="module")
-def zygote():
-    client = Zygote()
-    yield client
-    client.close()
-
-
 @dataclass
 class Case:
     stage: str
@@ -126,15 +85,6 @@ class Case:
 
     def reached(self) -> bool:
         return (self.root / "markers" / self.stage).exists()
-
-
-def wait_for(condition, timeout: float = 120.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def stop_at_its_point(zygote: Zygote, case: Case) -> None:
