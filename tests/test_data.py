@@ -6,6 +6,8 @@ import random
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from carrydemo.data import (
     ARTICLE_SPLIT,
@@ -107,3 +109,45 @@ def test_the_split_does_not_depend_on_the_global_torch_seed():
     first = article_splits()
     torch.manual_seed(2)
     assert torch.equal(first.train.features, article_splits().train.features)
+
+
+# Properties for any number of digits, against Python's own integers.
+digit_counts = st.integers(1, 40)
+
+
+@st.composite
+def sums(draw):
+    num_digits = draw(digit_counts)
+    a = draw(st.integers(0, 10**num_digits - 1))
+    b = draw(st.integers(0, 10**num_digits - 1))
+    return a, b, num_digits
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(min_value=0, max_value=10**60), digit_counts)
+def test_digits_round_trip_modulo_10_to_the_t(number, num_digits):
+    digits = to_digits(number, num_digits)
+    assert len(digits) == num_digits and all(0 <= d <= 9 for d in digits)
+    assert from_digits(digits) == number % 10**num_digits
+
+
+@settings(max_examples=300, deadline=None)
+@given(sums())
+def test_encode_and_decode_agree_with_python_addition(case):
+    a, b, num_digits = case
+    features, label = encode_pair(a, b, num_digits)
+    assert len(features) == len(label) == num_digits
+    assert decode_features(features) == (a, b)
+    assert from_digits(label) == (a + b) % 10**num_digits
+    assert [step[0] for step in features] == to_digits(a, num_digits)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(sums(), min_size=1, max_size=5), digit_counts)
+def test_labels_for_agrees_with_python_addition(cases, num_digits):
+    pairs = [(a % 10**num_digits, b % 10**num_digits) for a, b, _ in cases]
+    examples = examples_from_pairs(pairs, num_digits)
+    labels = labels_for(examples.features)
+    assert torch.equal(labels, examples.labels)
+    for (a, b), label in zip(pairs, labels.tolist(), strict=True):
+        assert from_digits(label) == (a + b) % 10**num_digits
