@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib
 import json
 import logging
 import math
@@ -179,7 +180,17 @@ def check_out_dir(path: Path) -> None:
             )
 
 
-def build_parser() -> ArgumentParser:
+# Commands kept in modules of their own: name -> (module, help). A module has
+# add_arguments(parser) and run(args), and is imported only when its command
+# is chosen, so that one command's imports (plotly, PyTorch) slow no other.
+COMMANDS = {
+    "figures": ("carrydemo.figures", "draw the site's figures"),
+}
+
+
+def build_parser(chosen: str | None = None) -> ArgumentParser:
+    """The parser; of the module commands only ``chosen`` gets its options
+    (all of them when ``chosen`` is None)."""
     parser = ArgumentParser(prog="carrydemo", description=__doc__.split(":")[0] + ".")
     commands = parser.add_subparsers(
         dest="command", required=True, parser_class=ArgumentParser
@@ -188,7 +199,29 @@ def build_parser() -> ArgumentParser:
         "train", help="train the models and write build/results/"
     )
     add_train_arguments(train)
+    for name, (module, help_text) in COMMANDS.items():
+        command = commands.add_parser(name, help=help_text)
+        if chosen in (None, name):
+            importlib.import_module(module).add_arguments(command)
+            add_wait_argument(command)
     return parser
+
+
+def chosen_command(argv: list[str]) -> str | None:
+    """The subcommand: the first argument that is not an option."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
+
+
+def run_module_command(args) -> int:
+    """Check the folders, take the build/ lock if it writes, and run it."""
+    module = importlib.import_module(COMMANDS[args.command][0])
+    if hasattr(args, "results"):
+        load_metrics(args.results)  # damaged or stale results stop it here
+    if not hasattr(args, "out"):
+        return module.run(args)
+    check_out_dir(args.out)
+    with results_lock(args.out, wait=args.wait):
+        return module.run(args)
 
 
 def config_from_args(args) -> TrainConfig:
@@ -408,9 +441,12 @@ def raise_terminated(signum, frame):
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     signal.signal(signal.SIGTERM, raise_terminated)
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(chosen_command(argv)).parse_args(argv)
     try:
-        return {"train": run_train}[args.command](args)
+        if args.command == "train":
+            return run_train(args)
+        return run_module_command(args)
     except (ConfigError, ResultsError) as error:
         print(f"carrydemo: error: {error}", file=sys.stderr)
         return 2
