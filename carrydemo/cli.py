@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
 import hashlib
 import importlib
 import json
@@ -290,7 +291,7 @@ def train_and_write(config: TrainConfig, args) -> int:
     ]
     if jobs > 1:
         context = multiprocessing.get_context("spawn")
-        with context.Pool(jobs) as pool:
+        with context.Pool(jobs, exit_with_parent, (os.getpid(),)) as pool:
             trained = pool.starmap(train_model, tasks)
     else:
         trained = [train_model(*task) for task in tasks]
@@ -309,8 +310,21 @@ def train_and_write(config: TrainConfig, args) -> int:
     return 0
 
 
+def exit_with_parent(parent_pid: int) -> None:
+    """Pool initializer: a worker ends with its run, even one killed by SIGKILL,
+    so that no orphan trains on and writes checkpoints beside a newer run."""
+    pr_set_pdeathsig = 1
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: no such guard
+        return
+    if os.getppid() != parent_pid:  # the run died before prctl took effect
+        os._exit(1)
+
+
 def train_model(name: str, config: TrainConfig, engine: str, checkpoint: Path):
     """Train every seed of one model; runs in a worker process when jobs > 1."""
+    checkpoint_for_tests(f"training-{name}")
     import torch
 
     from carrydemo.data import article_splits

@@ -151,3 +151,48 @@ def test_the_next_run_removes_debris_and_succeeds(zygote, stopped_runs):
         assert zygote.wait(case.pid) == 0, case.log.read_text()
         assert debris(case.build) == []
         assert load_metrics(case.build / "results")["config"]["epochs"] == 1
+
+
+def worker_pids(parent: int) -> list[int]:
+    """The multiprocessing workers whose parent is ``parent``."""
+    workers = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            text = status.read_text()
+            command = (status.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if f"\nPPid:\t{parent}\n" in text and b"spawn_main" in command:
+            workers.append(int(status.parent.name))
+    return workers
+
+
+def running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+def test_a_killed_run_takes_its_worker_processes_with_it(zygote, tmp_path):
+    # a run with one worker process per model, killed once both have started
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    train = ["train", "--jobs", "2", "--epochs", "100000"]
+    env = {TEST_MARKER_DIR_ENV: str(markers)}
+    pid = zygote.start(train, tmp_path, env, tmp_path / "log")
+    started = [markers / "training-mlp", markers / "training-rnn"]
+    assert wait_for(lambda: all(marker.exists() for marker in started))
+    workers = worker_pids(pid)
+    assert len(workers) == 2
+    os.kill(pid, signal.SIGKILL)
+    assert zygote.wait(pid) == -9
+
+    # no orphan trains on, to write checkpoints beside the next run
+    try:
+        assert wait_for(lambda: not any(map(running, workers)), timeout=30)
+    finally:
+        for worker in filter(running, workers):
+            os.kill(worker, signal.SIGKILL)
