@@ -24,6 +24,7 @@ import torch  # noqa: F401
 import torch._dynamo  # noqa: F401  (the first Adam imports it: seconds)
 
 import carrydemo.cli  # noqa: F401
+import carrydemo.figures  # noqa: F401
 import carrydemo.stacked  # noqa: F401
 import carrydemo.train  # noqa: F401
 

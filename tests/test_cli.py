@@ -204,3 +204,42 @@ def test_two_runs_on_one_build_folder_do_not_interleave(zygote, tiny_results, tm
     assert zygote.wait(first) == 143
     assert zygote.wait(waiting) == 0, (tmp_path / "third.log").read_text()
     assert load_metrics(tmp_path / "build" / "results")["config"]["epochs"] == 1
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        (["--results", "missing"], "missing"),
+        (["--results", "damaged"], str(Path("damaged") / "metrics.json")),
+        (["--results", "edited"], str(Path("edited") / "metrics.json")),
+        (["--out", "a-file"], "'a-file'"),
+        (["--out", "a-file/figures"], "'a-file'"),
+        (["--bogus"], "--bogus"),
+        (["--wait=1"], "'1'"),
+        (["--results"], "--results"),
+    ],
+)
+def test_a_bad_figures_option_gets_one_line_and_status_2(
+    zygote, tiny_results, tmp_path, options, expected
+):
+    # the figures command imports plotly and PyTorch: its runs are forked
+    (tmp_path / "a-file").write_text("not a folder")
+    shutil.copytree(tiny_results, tmp_path / "results")
+    for name in ("damaged", "edited"):
+        shutil.copytree(tiny_results, tmp_path / name)
+    (tmp_path / "damaged" / "metrics.json").write_text('{"schema_version": 2,')
+    edited = tmp_path / "edited" / "metrics.json"
+    edited.write_text(
+        edited.read_text().replace('"parameters": 745', '"parameters": 7')
+    )
+    before = listing(tmp_path)
+
+    arguments = ["figures", "--results", "results", "--out", "build/figures"]
+    pid = zygote.start([*arguments, *options], tmp_path, {}, tmp_path / "log")
+    status, output = zygote.wait(pid), (tmp_path / "log").read_text()
+    (tmp_path / "log").unlink()
+    assert status == 2, output
+    lines = output.splitlines()
+    assert len(lines) == 1 and "Traceback" not in output
+    assert expected in lines[0], f"{expected!r} not in {lines[0]!r}"
+    assert listing(tmp_path) == before

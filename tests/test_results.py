@@ -283,3 +283,33 @@ def test_the_lock_refuses_a_second_holder_at_once(tmp_path):
         assert second.returncode == 3, second.stderr
     with results_lock(out):
         pass
+
+
+def damage(folder: Path, kind: str) -> Path:
+    """Damage a results folder one way; return the file a message must name."""
+    metrics = folder / "metrics.json"
+    if kind == "truncated":
+        metrics.write_bytes(metrics.read_bytes()[:200])
+    elif kind == "edited":
+        edit_metrics(folder, lambda m: m["models"]["mlp"].update(test_accuracy=0.9))
+    elif kind == "old-schema":
+        metrics.write_text('{"schema_version": 1, "models": {}}')
+    else:
+        weights = folder / "weights" / "mlp-seed0.safetensors"
+        shutil.copy(folder / "weights" / "mlp-seed1.safetensors", weights)
+        return weights
+    return metrics
+
+
+@pytest.mark.parametrize("kind", ["truncated", "edited", "old-schema", "weights"])
+def test_the_docs_build_stops_on_damaged_results(copied, monkeypatch, kind):
+    from mkdocs.exceptions import PluginError
+
+    from carrydemo.site import load_build
+
+    named = damage(copied, kind)
+    monkeypatch.setenv("CARRYDEMO_RESULTS", str(copied))
+    with pytest.raises(PluginError) as error:
+        load_build()
+    message = str(error.value)
+    assert str(named) in message and TRAIN_COMMAND in message
