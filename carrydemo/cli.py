@@ -456,7 +456,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     signal.signal(signal.SIGTERM, raise_terminated)
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser(chosen_command(argv)).parse_args(argv)
+    args = build_parser(chosen_command(argv) or "").parse_args(argv)
     try:
         if args.command == "train":
             return run_train(args)

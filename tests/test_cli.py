@@ -243,3 +243,9 @@ def test_a_bad_figures_option_gets_one_line_and_status_2(
     assert len(lines) == 1 and "Traceback" not in output
     assert expected in lines[0], f"{expected!r} not in {lines[0]!r}"
     assert listing(tmp_path) == before
+
+
+def test_help_lists_every_command_without_loading_them(tmp_path):
+    result = run_cli("--help", cwd=tmp_path)
+    assert result.returncode == 0
+    assert "train" in result.stdout and "figures" in result.stdout

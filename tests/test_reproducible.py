@@ -73,7 +73,7 @@ def test_two_training_runs_write_identical_results(zygote, tmp_path, engine):
 def test_the_manifest_records_what_the_weights_depend_on(
     tiny_results, zygote, tmp_path
 ):
-    pid = zygote.start([*TRAIN, "--threads", "1"], tmp_path, {}, tmp_path / "log")
+    pid = zygote.start([*TRAIN, "--jobs", "1"], tmp_path, {}, tmp_path / "log")
     assert zygote.wait(pid) == 0, (tmp_path / "log").read_text()
     manifest = (tmp_path / "build" / "results" / "manifest.json").read_text()
     for key in ('"threads": 1', '"torch":', '"device": "cpu"', '"engine":'):
