@@ -268,7 +268,7 @@ def publish_directory(staging: Path, destination: Path) -> None:
             shutil.copytree(entry, target, copy_function=os.link)
         else:
             os.link(entry, target)
-    if not _exchange(staging, destination):
+    if not exchange_directories(staging, destination):
         backup = destination.with_name(destination.name + ".previous")
         shutil.rmtree(backup, ignore_errors=True)
         os.rename(destination, backup)
@@ -278,7 +278,8 @@ def publish_directory(staging: Path, destination: Path) -> None:
     shutil.rmtree(staging, ignore_errors=True)
 
 
-def _exchange(a: Path, b: Path) -> bool:
+def exchange_directories(a: Path, b: Path) -> bool:
+    """Swap two folders in one step (Linux renameat2); False where unsupported."""
     rename_exchange = 2
     try:
         libc = ctypes.CDLL(None, use_errno=True)

@@ -313,3 +313,13 @@ def test_the_docs_build_stops_on_damaged_results(copied, monkeypatch, kind):
         load_build()
     message = str(error.value)
     assert str(named) in message and TRAIN_COMMAND in message
+
+
+def test_exchange_directories_swaps_two_folders_in_one_step(tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    for folder in (first, second):
+        folder.mkdir()
+        (folder / "name.txt").write_text(folder.name)
+    assert results.exchange_directories(first, second)
+    assert (first / "name.txt").read_text() == "second"
+    assert (second / "name.txt").read_text() == "first"
