@@ -29,6 +29,13 @@ def train(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Time the plain loop against the stacked trainer into build/results/bench.json."""
+    install(session)
+    session.run("python", "-m", "carrydemo", "bench", *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def docs(session: nox.Session) -> None:
     """Build the site into build/site from build/results (never trains)."""
     install(session, "docs")

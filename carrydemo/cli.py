@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from carrydemo import bench
 from carrydemo.config import ConfigError, TrainConfig, parse_seeds
 from carrydemo.data import article_splits
 from carrydemo.models import count_parameters
@@ -162,6 +163,7 @@ def build_parser() -> ArgumentParser:
         "train", help="train the models and write build/results/"
     )
     add_train_arguments(train)
+    bench.add_arguments(commands.add_parser("bench", help="time plain vs stacked"))
     return parser
 
 
@@ -325,7 +327,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     args = build_parser().parse_args(argv)
     try:
-        return {"train": run_train}[args.command](args)
+        return {"train": run_train, "bench": bench.run}[args.command](args)
     except (ConfigError, ResultsError) as error:
         print(f"carrydemo: error: {error}", file=sys.stderr)
         return 2

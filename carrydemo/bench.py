@@ -1,0 +1,265 @@
+"""Benchmark: the plain loop against the stacked trainer, ``nox -s bench``.
+
+Both engines train the same model with the same configuration in this one
+process, one after the other, and are compared in model-epochs per second
+(one model trained for one epoch). Because timings on a shared machine move
+with its load, only ratios measured side by side mean much; the absolute
+numbers are written down with the machine's load average beside them.
+
+The arithmetic lower bound is the time the matrix products of one epoch
+would take at the machine's measured matrix-multiply throughput (one large
+float32 product on the same threads): these models are so small that the
+distance to that bound measures the fixed cost of every operation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from carrydemo.config import ConfigError, TrainConfig
+from carrydemo.data import ARTICLE_SPLIT, article_splits
+from carrydemo.models import FEATURE_SIZE, NUM_CLASSES
+from carrydemo.results import DEFAULT_RESULTS_DIR, write_json
+from carrydemo.stacked import train_stacked
+from carrydemo.train import resolve_device, seeded_model, train_plain
+
+log = logging.getLogger(__name__)
+SCHEMA_VERSION = 1
+DEFAULT_MEMBERS = (10, 50, 100)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model", choices=("rnn", "mlp"), default="rnn", help="(default: rnn)"
+    )
+    parser.add_argument(
+        "--members",
+        default=",".join(map(str, DEFAULT_MEMBERS)),
+        help="stack sizes K to time, comma-separated (default: 10,50,100)",
+    )
+    parser.add_argument(
+        "--epochs", type=int, default=30, help="epochs per timing (default: 30)"
+    )
+    parser.add_argument(
+        "--plain-seeds",
+        type=int,
+        default=2,
+        help="models the plain loop trains for its timing (default: 2)",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="timings per engine and size; the fastest counts (default: 3)",
+    )
+    parser.add_argument("--threads", type=int, default=1, help="(default: 1)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_RESULTS_DIR / "bench.json",
+        help="where the table goes (default: build/results/bench.json)",
+    )
+
+
+def parse_members(text: str) -> list[int]:
+    try:
+        members = [int(part) for part in text.split(",")]
+    except ValueError:
+        members = []
+    if not members or not all(1 <= k <= 10_000 for k in members):
+        raise ConfigError(
+            f"members {text!r} is not a list of stack sizes like 10,50,100"
+        )
+    return members
+
+
+def run(args) -> int:
+    members = parse_members(args.members)
+    if not 1 <= args.repeats <= 100:
+        raise ConfigError(f"repeats={args.repeats} is out of range; use 1..100")
+    if not 1 <= args.plain_seeds <= 100:
+        raise ConfigError(f"plain-seeds={args.plain_seeds} is out of range; use 1..100")
+    torch.set_num_threads(args.threads)
+    config = TrainConfig(
+        models=(args.model,),
+        seeds=tuple(range(max(members))),
+        epochs=args.epochs,
+        loss_threshold=0.0,  # every member trains every epoch
+        eval_every=args.epochs,
+        device=args.device,
+        threads=args.threads,
+    )
+    report = benchmark(args.model, config, members, args.plain_seeds, args.repeats)
+    print_table(report)
+    write_json(args.out, report)
+    log.info("wrote %s", args.out)
+    return 0
+
+
+def benchmark(
+    name: str, config: TrainConfig, members: list[int], plain_seeds: int, repeats: int
+):
+    """Time both engines on the same work; return the table as plain data."""
+    splits = article_splits(config.num_digits, config.data_seed)
+    device = resolve_device(config.device)
+
+    # warm up both engines (first calls pay for lazy set-up), untimed
+    warm_up = dataclasses.replace(config, epochs=2, eval_every=2)
+    train_plain(name, 0, warm_up, splits)
+    train_stacked(name, range(2), warm_up, splits)
+
+    # the plain loop, one model at a time
+    plain_seconds, plain = fastest(
+        repeats,
+        lambda: [
+            train_plain(name, seed, config, splits) for seed in range(plain_seeds)
+        ],
+    )
+    plain_rate = plain_seeds * config.epochs / plain_seconds
+
+    # the stacked trainer at every stack size
+    flops = flops_per_model_epoch(name, config)
+    throughput = matmul_flops_per_second(device)
+    bound_rate = throughput / flops
+    rows, largest = [], None
+    for size in members:
+        seconds, largest = fastest(
+            repeats, lambda size=size: train_stacked(name, range(size), config, splits)
+        )
+        rate = size * config.epochs / seconds
+        rows.append(
+            {
+                "members": size,
+                "seconds": round(seconds, 3),
+                "model_epochs_per_s": round(rate, 1),
+                "speedup": round(rate / plain_rate, 2),
+                "fraction_of_bound": round(rate / bound_rate, 5),
+            }
+        )
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "model": name,
+        "epochs": config.epochs,
+        "repeats": repeats,
+        "batch_size": config.batch_size,
+        "threads": torch.get_num_threads(),
+        "device": str(device),
+        "device_name": device_name(device),
+        "torch": torch.__version__,
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "cpu_count": os.cpu_count(),
+        "flops_per_model_epoch": flops,
+        "matmul_gflops": round(throughput / 1e9, 2),
+        "bound_model_epochs_per_s": round(bound_rate, 1),
+        "plain": {
+            "models": plain_seeds,
+            "seconds": round(plain_seconds, 3),
+            "model_epochs_per_s": round(plain_rate, 2),
+            "fraction_of_bound": round(plain_rate / bound_rate, 6),
+        },
+        "stacked": rows,
+        "max_abs_weight_difference": max_difference(plain, largest),
+    }
+
+
+def fastest(repeats: int, work):
+    """(seconds, result) of the fastest of ``repeats`` runs of ``work()``.
+
+    The fastest run is the one least slowed by other programs on the machine.
+    """
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        started = time.perf_counter()
+        result = work()
+        best = min(best, time.perf_counter() - started)
+    return best, result
+
+
+def max_difference(plain, stacked) -> float:
+    """Largest weight difference between the two engines, same seed and work."""
+    by_seed = {run.seed: run for run in stacked}
+    differences = [
+        (run.state[key] - by_seed[run.seed].state[key]).abs().max().item()
+        for run in plain
+        if run.seed in by_seed
+        for key in run.state
+    ]
+    return max(differences, default=None)
+
+
+def flops_per_model_epoch(name: str, config: TrainConfig) -> int:
+    """Multiply-adds x 2 of one epoch's matrix products, forward and backward.
+
+    Backward takes two products per forward product (the gradient of the
+    weights and of the layer's input), hence the factor 3.
+    """
+    model = seeded_model(name, 0, config.num_digits, config.hidden_size)
+    num_steps = config.num_digits
+    if name == "rnn":
+        hidden = model.config.hidden_size
+        per_step = FEATURE_SIZE * hidden + hidden * hidden + hidden * NUM_CLASSES
+        per_example = per_step * num_steps
+    else:
+        hidden = model.config.hidden_size
+        inputs = FEATURE_SIZE * num_steps
+        per_example = inputs * hidden + hidden * NUM_CLASSES * num_steps
+    return 2 * 3 * per_example * ARTICLE_SPLIT[0]
+
+
+def matmul_flops_per_second(device: torch.device, size: int = 1024) -> float:
+    """Best of a few large float32 products: the machine's arithmetic speed."""
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    best = float("inf")
+    for _ in range(5):
+        synchronize(device)
+        started = time.perf_counter()
+        torch.mm(a, b)
+        synchronize(device)
+        best = min(best, time.perf_counter() - started)
+    return 2 * size**3 / best
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine()
+
+
+def print_table(report: dict) -> None:
+    """The table, pipe-delimited, fixed width."""
+    plain = report["plain"]
+    print(
+        f"{report['model']} | {report['epochs']} epochs | "
+        f"{report['threads']} thread(s) | load {report['load_average'][0]:.1f} | "
+        f"bound {report['bound_model_epochs_per_s']:.0f} model-epochs/s "
+        f"({report['matmul_gflops']:.1f} GFLOP/s)"
+    )
+    print(f"{'engine':>12} | {'model-epochs/s':>14} | {'x plain':>8} | {'of bound':>9}")
+    print(
+        f"{'plain':>12} | {plain['model_epochs_per_s']:14.1f} | {1:8.1f} | "
+        f"{plain['fraction_of_bound']:9.2%}"
+    )
+    for row in report["stacked"]:
+        print(
+            f"{'stacked x' + str(row['members']):>12} | "
+            f"{row['model_epochs_per_s']:14.1f} | {row['speedup']:8.1f} | "
+            f"{row['fraction_of_bound']:9.2%}"
+        )
+    difference = report["max_abs_weight_difference"]
+    if difference is not None:
+        print(f"largest weight difference, plain vs stacked: {difference:.1e}")
