@@ -22,18 +22,14 @@ import platform
 import time
 from pathlib import Path
 
-import torch
-
+# No PyTorch up here, so that the command line starts (and refuses bad
+# input) at once; the functions that work import it.
 from carrydemo.config import ConfigError, TrainConfig
-from carrydemo.data import ARTICLE_SPLIT, article_splits
-from carrydemo.models import FEATURE_SIZE, NUM_CLASSES
-from carrydemo.results import DEFAULT_RESULTS_DIR, write_json
-from carrydemo.stacked import train_stacked
-from carrydemo.train import resolve_device, seeded_model, train_plain
 
 log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 DEFAULT_MEMBERS = (10, 50, 100)
+DEFAULT_OUT = Path("build/results/bench.json")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -65,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out",
         type=Path,
-        default=DEFAULT_RESULTS_DIR / "bench.json",
+        default=DEFAULT_OUT,
         help="where the table goes (default: build/results/bench.json)",
     )
 
@@ -83,6 +79,10 @@ def parse_members(text: str) -> list[int]:
 
 
 def run(args) -> int:
+    import torch
+
+    from carrydemo.results import write_json
+
     members = parse_members(args.members)
     if not 1 <= args.repeats <= 100:
         raise ConfigError(f"repeats={args.repeats} is out of range; use 1..100")
@@ -109,6 +109,12 @@ def benchmark(
     name: str, config: TrainConfig, members: list[int], plain_seeds: int, repeats: int
 ):
     """Time both engines on the same work; return the table as plain data."""
+    import torch
+
+    from carrydemo.data import article_splits
+    from carrydemo.stacked import train_stacked
+    from carrydemo.train import resolve_device, train_plain
+
     splits = article_splits(config.num_digits, config.data_seed)
     device = resolve_device(config.device)
 
@@ -202,6 +208,10 @@ def flops_per_model_epoch(name: str, config: TrainConfig) -> int:
     Backward takes two products per forward product (the gradient of the
     weights and of the layer's input), hence the factor 3.
     """
+    from carrydemo.data import ARTICLE_SPLIT
+    from carrydemo.models import FEATURE_SIZE, NUM_CLASSES
+    from carrydemo.train import seeded_model
+
     model = seeded_model(name, 0, config.num_digits, config.hidden_size)
     num_steps = config.num_digits
     if name == "rnn":
@@ -215,8 +225,10 @@ def flops_per_model_epoch(name: str, config: TrainConfig) -> int:
     return 2 * 3 * per_example * ARTICLE_SPLIT[0]
 
 
-def matmul_flops_per_second(device: torch.device, size: int = 1024) -> float:
+def matmul_flops_per_second(device, size: int = 1024) -> float:
     """Best of a few large float32 products: the machine's arithmetic speed."""
+    import torch
+
     a = torch.randn(size, size, device=device)
     b = torch.randn(size, size, device=device)
     best = float("inf")
@@ -229,12 +241,16 @@ def matmul_flops_per_second(device: torch.device, size: int = 1024) -> float:
     return 2 * size**3 / best
 
 
-def synchronize(device: torch.device) -> None:
+def synchronize(device) -> None:
+    import torch
+
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def device_name(device: torch.device) -> str:
+def device_name(device) -> str:
+    import torch
+
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return platform.processor() or platform.machine()

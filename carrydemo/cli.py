@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import logging
-import multiprocessing
-import os
 import platform
 import subprocess
 import sys
@@ -16,24 +12,15 @@ from pathlib import Path
 
 import torch
 
-from carrydemo import bench
+from carrydemo import bench, engines
 from carrydemo.config import ConfigError, TrainConfig, parse_seeds
 from carrydemo.data import article_splits
 from carrydemo.models import count_parameters
-from carrydemo.results import (
-    DEFAULT_RESULTS_DIR,
-    ResultsError,
-    load_metrics,
-    training_code_hash,
-    write_results,
-)
-from carrydemo.stacked import train_stacked
-from carrydemo.train import resolve_device, seeded_model, train_plain
+from carrydemo.results import DEFAULT_RESULTS_DIR, ResultsError, write_results
+from carrydemo.train import resolve_device, seeded_model
 
 log = logging.getLogger("carrydemo")
 DEFAULTS = TrainConfig()
-ENGINES = ("stacked", "plain")
-CHECKPOINT_DIR = ".checkpoints"  # inside the results folder
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -133,9 +120,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_RESULTS_DIR,
         help=f"results folder (default: {DEFAULT_RESULTS_DIR})",
     )
+    add_engine_arguments(parser)
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--engine",
-        choices=ENGINES,
+        choices=("stacked", "plain"),
         default="stacked",
         help="stacked: all seeds of a model in one run; plain: the reference "
         "loop, one model at a time (default: stacked)",
@@ -144,13 +135,14 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "--jobs",
         type=int,
         default=0,
-        help="processes, one model each (default: 0, one per model up to the "
-        "number of CPUs)",
+        help="processes, one model each (default: 0: one per model, up to "
+        "the number of CPUs)",
     )
     parser.add_argument(
         "--force",
         action="store_true",
-        help="train even when the results are up to date",
+        help="train even when the results are up to date with the configuration "
+        "and the training code",
     )
 
 
@@ -187,95 +179,42 @@ def run_train(args) -> int:
     config = config_from_args(args)
     device = resolve_device(config.device)
     torch.set_num_threads(config.threads)
-    if args.jobs < 0 or args.jobs > 64:
-        raise ConfigError(f"jobs={args.jobs} is out of range; use 0 (auto) to 64")
-    key = cache_key(config, args.engine)
-    if not args.force and results_are_current(args.out, config, args.engine):
-        log.info(
-            "%s is up to date (same configuration and training code); --force retrains",
-            args.out,
-        )
+    splits = article_splits(config.num_digits, config.data_seed)
+    try:
+        jobs = engines.number_of_jobs(args.jobs, config)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    if not args.force and engines.results_are_current(args.out, config, args.engine):
+        log.info("%s is up to date; --force retrains", args.out)
         return 0
     started = time.perf_counter()
 
-    # train every model, one process each when there are CPUs for it
-    jobs = args.jobs or min(len(config.models), os.cpu_count() or 1)
-    jobs = min(jobs, len(config.models))
-    tasks = [
-        (name, config, args.engine, checkpoint_path(args.out, key, name))
-        for name in config.models
-    ]
-    if jobs > 1:
-        context = multiprocessing.get_context("spawn")
-        with context.Pool(jobs) as pool:
-            trained = pool.starmap(train_model, tasks)
-    else:
-        trained = [train_model(*task) for task in tasks]
-    runs_by_model = dict(zip(config.models, trained, strict=True))
-    log_outcomes(runs_by_model)
-
-    # write everything in one step, then drop the checkpoints
-    wall_time = time.perf_counter() - started
-    manifest = build_manifest(config, device, wall_time)
-    manifest.update(engine=args.engine, processes=jobs, cache_key=key)
-    parameters = {name: count_model_parameters(name, config) for name in config.models}
-    write_results(args.out, config, runs_by_model, parameters, manifest)
-    for *_, path in tasks:
-        path.unlink(missing_ok=True)
-    log.info("wrote %s in %.1f s", args.out, wall_time)
-    return 0
-
-
-def train_model(name: str, config: TrainConfig, engine: str, checkpoint: Path):
-    """Train every seed of one model; runs in a worker process when jobs > 1."""
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(message)s")
-    torch.set_num_threads(config.threads)
-    splits = article_splits(config.num_digits, config.data_seed)
-    if engine == "plain":
-        return [train_plain(name, seed, config, splits) for seed in config.seeds]
-    return train_stacked(name, config.seeds, config, splits, checkpoint_path=checkpoint)
-
-
-def count_model_parameters(name: str, config: TrainConfig) -> int:
-    return count_parameters(
-        seeded_model(name, 0, config.num_digits, config.hidden_size)
-    )
-
-
-def log_outcomes(runs_by_model: dict) -> None:
-    for runs in runs_by_model.values():
-        for run in runs:
+    # train every model and seed
+    runs_by_model = engines.train_models(config, args.engine, jobs, args.out)
+    parameters = {}
+    for name in config.models:
+        model = seeded_model(name, 0, config.num_digits, config.hidden_size)
+        parameters[name] = count_parameters(model)
+        for run in runs_by_model[name]:
             log.info(
-                "%s seed %d: test exact-match %.2f%% after %d epochs (%s)",
-                run.model,
+                "%s seed %d: test %d/%d = %.2f%% after %d epochs (%s)",
+                name,
                 run.seed,
+                round(run.test_accuracy * len(splits.test)),
+                len(splits.test),
                 100 * run.test_accuracy,
                 run.epochs_run,
                 run.stop_reason,
             )
 
-
-def cache_key(config: TrainConfig, engine: str) -> str:
-    """Key of a training run: its configuration, engine and training code."""
-    text = json.dumps([config.to_dict(), engine, training_code_hash()], sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def results_are_current(out_dir: Path, config: TrainConfig, engine: str) -> bool:
-    """Whether ``out_dir`` holds intact results of this configuration, engine
-    and training code (metrics.json records the first two, the manifest the
-    engine)."""
-    try:
-        metrics = load_metrics(out_dir, check_code=True)
-        manifest = json.loads((Path(out_dir) / "manifest.json").read_text())
-    except (ResultsError, OSError, ValueError):
-        return False
-    return metrics["config"] == config.to_dict() and manifest.get("engine") == engine
-
-
-def checkpoint_path(out_dir: Path, key: str, name: str) -> Path:
-    return Path(out_dir) / CHECKPOINT_DIR / f"{key}-{name}.pt"
+    # write everything in one step
+    wall_time = time.perf_counter() - started
+    manifest = build_manifest(config, device, wall_time)
+    manifest.update(engine=args.engine, processes=jobs)
+    write_results(args.out, config, runs_by_model, parameters, manifest)
+    engines.remove_checkpoints(args.out, config, args.engine)
+    log.info("wrote %s in %.1f s", args.out, wall_time)
+    return 0
 
 
 def build_manifest(config: TrainConfig, device: torch.device, wall_time: float) -> dict:
