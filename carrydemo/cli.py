@@ -135,8 +135,8 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
         "--jobs",
         type=int,
         default=0,
-        help="processes, one model each (default: 0: one per model, up to "
-        "the number of CPUs)",
+        help="processes, one model each (default: 0: one per model up to the "
+        "idle CPUs for runs of 2000 epochs or more, else one)",
     )
     parser.add_argument(
         "--force",
