@@ -163,14 +163,15 @@ class StackedRNN:
         log_probs = log_probs.view(num_members, NUM_CLASSES, num_steps, batch_size)
         return log_probs.permute(0, 3, 2, 1)
 
-    def loss_and_grads(self, batch: RNNBatch):
-        """Mean NLL (K,) of one prepared batch, and the gradients (K, P)."""
+    def loss_and_grads(self, batch: RNNBatch, log_likelihood: torch.Tensor):
+        """Gradients (K, P) of one prepared batch; its mean log-likelihood goes
+        into ``log_likelihood`` (K,)."""
         log_probs = self.forward(batch)
-        loss, d_logits = nll_and_gradient(log_probs, batch.labels, batch.one_hot, 1)
+        d_logits, scale = nll_and_gradient(log_probs, batch, 1, log_likelihood)
 
         # read-out layer
-        d_readout = torch.bmm(d_logits, batch.states)
-        torch.bmm(d_logits.transpose(1, 2), self.w_out, out=batch.d_states)
+        d_readout = scaled_bmm(d_logits, batch.states, scale)
+        scaled_bmm(d_logits.transpose(1, 2), self.w_out, scale, out=batch.d_states)
 
         # backpropagation through time, last step first; d_states becomes d_pre
         d_steps, hidden = batch.d_steps, batch.hidden
@@ -181,7 +182,7 @@ class StackedRNN:
 
         # every recurrent weight and both biases in one product
         d_recurrent = torch.bmm(batch.d_pre_t, batch.inputs)
-        return loss, torch.cat([d_recurrent.flatten(1), d_readout.flatten(1)], 1)
+        return torch.cat([d_recurrent.flatten(1), d_readout.flatten(1)], 1)
 
 
 class RNNGroup:
@@ -312,18 +313,19 @@ class StackedMLP:
         """Log-probabilities of one prepared batch, shaped (K, B, T, 10)."""
         return self.forward(batch).permute(0, 3, 1, 2)
 
-    def loss_and_grads(self, batch: MLPBatch):
-        """Mean NLL (K,) of one prepared batch, and the gradients (K, P)."""
+    def loss_and_grads(self, batch: MLPBatch, log_likelihood: torch.Tensor):
+        """Gradients (K, P) of one prepared batch; its mean log-likelihood goes
+        into ``log_likelihood`` (K,)."""
         log_probs = self.forward(batch)
-        loss, d_logits = nll_and_gradient(log_probs, batch.labels, batch.one_hot, 2)
+        d_logits, scale = nll_and_gradient(log_probs, batch, 2, log_likelihood)
         d_logits = d_logits.flatten(1, 2)  # (K, 10T, B)
 
         # output layer, then the hidden layer through the ReLU
-        d_output = torch.bmm(d_logits, batch.hidden)
-        d_hidden = torch.bmm(d_logits.transpose(1, 2), self.w_out)
+        d_output = scaled_bmm(d_logits, batch.hidden, scale)
+        d_hidden = scaled_bmm(d_logits.transpose(1, 2), self.w_out, scale)
         d_pre = torch.ops.aten.threshold_backward(d_hidden, batch.relu, 0)
         d_hidden_layer = torch.bmm(d_pre.transpose(1, 2), batch.inputs)
-        return loss, torch.cat([d_hidden_layer.flatten(1), d_output.flatten(1)], 1)
+        return torch.cat([d_hidden_layer.flatten(1), d_output.flatten(1)], 1)
 
 
 class MLPEpoch:
@@ -368,6 +370,7 @@ class MLPBatch:
 
 ARCHITECTURES = {"mlp": StackedMLP, "rnn": StackedRNN}
 tanh_backward = torch.ops.aten.tanh_backward.grad_input
+ZEROS = {}  # per device: the ignored input of a baddbmm with beta = 0
 
 
 def equal_size_runs(batches: list[slice], num_examples: int):
@@ -392,17 +395,26 @@ def split_views(params: torch.Tensor, blocks: dict) -> dict:
     return views
 
 
-def nll_and_gradient(log_probs, labels, one_hot, dim: int):
-    """Mean NLL per member (K,), and its gradient with respect to the logits.
+def nll_and_gradient(log_probs, batch, dim: int, log_likelihood: torch.Tensor):
+    """Gradient of the mean NLL with respect to the logits, as (G, 1 / n).
 
     Classes lie along ``dim``. The gradient of the mean NLL of log-softmax is
-    (softmax - one-hot) / n, which is what autograd computes too; it is made
-    in place of ``log_probs``.
+    G / n = (softmax - one-hot) / n, which is what autograd computes too; G is
+    made in place of ``log_probs``, and the products that take it apply 1 / n.
+    The mean log-likelihood of each member, -NLL, is written to
+    ``log_likelihood`` (K,).
     """
     count = log_probs.numel() // (log_probs.shape[0] * log_probs.shape[dim])
-    loss = log_probs.gather(dim, labels).flatten(1).mean(1).neg_()
-    d_logits = log_probs.exp_().sub_(one_hot).div_(count)
-    return loss, d_logits
+    picked = log_probs.gather(dim, batch.labels).flatten(1)
+    torch.mean(picked, 1, out=log_likelihood)
+    return log_probs.exp_().sub_(batch.one_hot), 1.0 / count
+
+
+def scaled_bmm(a: torch.Tensor, b: torch.Tensor, scale: float, out=None):
+    """``scale * (a @ b)`` in one batched product."""
+    if a.device not in ZEROS:
+        ZEROS[a.device] = torch.zeros((), device=a.device)
+    return torch.baddbmm(ZEROS[a.device], a, b, beta=0.0, alpha=scale, out=out)
 
 
 # --- the stack: parameters, Adam state and members still training ------------
@@ -612,14 +624,15 @@ class StackedRun:
         prepared = self.network.prepare(
             train.features[orders], train.labels[orders], batches
         )
-        losses = torch.empty(len(batches), len(stack.members), device=self.device)
+        # mean log-likelihood of every batch and member: -loss
+        likelihoods = torch.empty(len(batches), len(stack.members), device=self.device)
         for index, batch in enumerate(prepared):
             self.step += 1
             self.step_count.fill_(self.step)
-            losses[index], grads = self.network.loss_and_grads(batch)
+            grads = self.network.loss_and_grads(batch, likelihoods[index])
             adam_step(stack, grads, self.step_count)
         # the plain loop sums its batch losses as Python floats (doubles)
-        return losses.double().mean(0)
+        return likelihoods.double().mean(0).neg_()
 
     def finish_epoch(self, epoch_losses: torch.Tensor) -> None:
         """Record curves, then stop the members that are done, as the plain loop."""
