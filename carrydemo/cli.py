@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import ctypes
-import hashlib
 import importlib
-import json
 import logging
 import math
-import multiprocessing
-import os
 import platform
 import re
 import signal
@@ -21,6 +16,7 @@ from pathlib import Path
 
 # No PyTorch up here: it takes seconds to load, and bad input should be
 # reported at once. The commands import it when they start working.
+from carrydemo import engines
 from carrydemo.config import ConfigError, TrainConfig, parse_seeds
 from carrydemo.results import (
     DEFAULT_RESULTS_DIR,
@@ -29,14 +25,11 @@ from carrydemo.results import (
     load_metrics,
     remove_stale_staging,
     results_lock,
-    training_code_hash,
     write_results,
 )
 
 log = logging.getLogger("carrydemo")
 DEFAULTS = TrainConfig()
-ENGINES = ("stacked", "plain")
-CHECKPOINT_DIR = ".checkpoints"  # inside the results folder
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -142,25 +135,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_RESULTS_DIR,
         help=f"results folder (default: {DEFAULT_RESULTS_DIR})",
     )
-    parser.add_argument(
-        "--engine",
-        choices=ENGINES,
-        default="stacked",
-        help="stacked: all seeds of a model in one run; plain: the reference "
-        "loop, one model at a time (default: stacked)",
-    )
-    parser.add_argument(
-        "--jobs",
-        type=int,
-        default=0,
-        help="processes, one model each (default: 0, one per model up to the "
-        "number of CPUs)",
-    )
-    parser.add_argument(
-        "--force",
-        action="store_true",
-        help="train even when the results are up to date",
-    )
+    add_engine_arguments(parser)
     add_wait_argument(parser)
 
 
@@ -172,20 +147,45 @@ def add_wait_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def check_out_dir(path: Path) -> None:
-    """Refuse an output folder that is a file, or lies under one, before work."""
-    for folder in (path, *path.parents):
+def check_out_dir(path: Path, is_file: bool = False) -> None:
+    """Refuse an output folder (or file) that lies under a file, before work."""
+    for folder in path.parents if is_file else (path, *path.parents):
         if folder.exists() and not folder.is_dir():
             raise ConfigError(
                 f"--out {str(path)!r}: {str(folder)!r} is a file, not a folder"
             )
 
 
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--engine",
+        choices=("stacked", "plain"),
+        default="stacked",
+        help="stacked: all seeds of a model in one run; plain: the reference "
+        "loop, one model at a time (default: stacked)",
+    )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=0,
+        help="processes, one model each (default: 0: one per model up to the "
+        "idle CPUs for runs of 2000 epochs or more, else one)",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="train even when the results are up to date with the configuration "
+        "and the training code",
+    )
+
+
 # Commands kept in modules of their own: name -> (module, help). A module has
-# add_arguments(parser) and run(args), and is imported only when its command
-# is chosen, so that one command's imports (plotly, PyTorch) slow no other.
+# add_arguments(parser) and run(args), and may have check_arguments(args),
+# called before anything is written. It is imported only when its command is
+# chosen, so that one command's imports (plotly, PyTorch) slow no other.
 COMMANDS = {
     "figures": ("carrydemo.figures", "draw the site's figures"),
+    "bench": ("carrydemo.bench", "time plain vs stacked"),
 }
 
 
@@ -216,12 +216,16 @@ def chosen_command(argv: list[str]) -> str | None:
 def run_module_command(args) -> int:
     """Check the folders, take the build/ lock if it writes, and run it."""
     module = importlib.import_module(COMMANDS[args.command][0])
+    if hasattr(module, "check_arguments"):
+        module.check_arguments(args)
     if hasattr(args, "results"):
         load_metrics(args.results)  # damaged or stale results stop it here
     if not hasattr(args, "out"):
         return module.run(args)
-    check_out_dir(args.out)
-    with results_lock(args.out, wait=args.wait):
+    # an output file (bench.json) shares the lock of the folder that holds it
+    is_file = bool(args.out.suffix)
+    check_out_dir(args.out, is_file)
+    with results_lock(args.out.parent if is_file else args.out, wait=args.wait):
         return module.run(args)
 
 
@@ -242,19 +246,22 @@ def config_from_args(args) -> TrainConfig:
 
 
 def run_train(args) -> int:
-    config = config_from_args(args)
-    check_train_options(args)
-    check_device(config.device)
+    config, jobs = check_train_arguments(args)
     with results_lock(args.out, wait=args.wait):
         remove_stale_staging(args.out)
-        return train_and_write(config, args)
+        return train_and_write(config, args, jobs)
 
 
-def check_train_options(args) -> None:
-    """Refuse options that TrainConfig does not hold, before anything is written."""
-    if args.jobs < 0 or args.jobs > 64:
-        raise ConfigError(f"jobs={args.jobs} is out of range; use 0 (auto) to 64")
+def check_train_arguments(args) -> tuple[TrainConfig, int]:
+    """Refuse bad options before anything is written; return config and jobs."""
+    config = config_from_args(args)
+    try:
+        jobs = engines.number_of_jobs(args.jobs, config)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     check_out_dir(args.out)
+    check_device(config.device)
+    return config, jobs
 
 
 def check_device(name: str) -> None:
@@ -265,124 +272,49 @@ def check_device(name: str) -> None:
         resolve_device(name)
 
 
-def train_and_write(config: TrainConfig, args) -> int:
-    import torch
-
-    from carrydemo.train import resolve_device
-
-    device = resolve_device(config.device)
-    torch.set_num_threads(config.threads)
-    key = cache_key(config, args.engine)
-    if not args.force and results_are_current(args.out, config, args.engine):
-        log.info(
-            "%s is up to date (same configuration and training code); --force retrains",
-            args.out,
-        )
-        return 0
-    started = time.perf_counter()
-
-    # train every model, one process each when there are CPUs for it
-    checkpoint_for_tests("training")
-    jobs = args.jobs or min(len(config.models), os.cpu_count() or 1)
-    jobs = min(jobs, len(config.models))
-    tasks = [
-        (name, config, args.engine, checkpoint_path(args.out, key, name))
-        for name in config.models
-    ]
-    if jobs > 1:
-        context = multiprocessing.get_context("spawn")
-        with context.Pool(jobs, exit_with_parent, (os.getpid(),)) as pool:
-            trained = pool.starmap(train_model, tasks)
-    else:
-        trained = [train_model(*task) for task in tasks]
-    runs_by_model = dict(zip(config.models, trained, strict=True))
-    log_outcomes(runs_by_model)
-
-    # write everything in one step, then drop the checkpoints
-    wall_time = time.perf_counter() - started
-    manifest = build_manifest(config, device, wall_time)
-    manifest.update(engine=args.engine, processes=jobs, cache_key=key)
-    parameters = {name: count_model_parameters(name, config) for name in config.models}
-    write_results(args.out, config, runs_by_model, parameters, manifest)
-    for *_, path in tasks:
-        path.unlink(missing_ok=True)
-    log.info("wrote %s in %.1f s", args.out, wall_time)
-    return 0
-
-
-def exit_with_parent(parent_pid: int) -> None:
-    """Pool initializer: a worker ends with its run, even one killed by SIGKILL,
-    so that no orphan trains on and writes checkpoints beside a newer run."""
-    pr_set_pdeathsig = 1
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
-    except (OSError, AttributeError):  # not Linux: no such guard
-        return
-    if os.getppid() != parent_pid:  # the run died before prctl took effect
-        os._exit(1)
-
-
-def train_model(name: str, config: TrainConfig, engine: str, checkpoint: Path):
-    """Train every seed of one model; runs in a worker process when jobs > 1."""
-    checkpoint_for_tests(f"training-{name}")
+def train_and_write(config: TrainConfig, args, jobs: int) -> int:
     import torch
 
     from carrydemo.data import article_splits
-    from carrydemo.stacked import train_stacked
-    from carrydemo.train import train_plain
+    from carrydemo.models import count_parameters
+    from carrydemo.train import resolve_device, seeded_model
 
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(message)s")
+    device = resolve_device(config.device)
     torch.set_num_threads(config.threads)
     splits = article_splits(config.num_digits, config.data_seed)
-    if engine == "plain":
-        return [train_plain(name, seed, config, splits) for seed in config.seeds]
-    return train_stacked(name, config.seeds, config, splits, checkpoint_path=checkpoint)
+    if not args.force and engines.results_are_current(args.out, config, args.engine):
+        log.info("%s is up to date; --force retrains", args.out)
+        return 0
+    started = time.perf_counter()
 
-
-def count_model_parameters(name: str, config: TrainConfig) -> int:
-    from carrydemo.models import count_parameters
-    from carrydemo.train import seeded_model
-
-    return count_parameters(
-        seeded_model(name, 0, config.num_digits, config.hidden_size)
-    )
-
-
-def log_outcomes(runs_by_model: dict) -> None:
-    for runs in runs_by_model.values():
-        for run in runs:
+    # train every model and seed
+    checkpoint_for_tests("training")
+    runs_by_model = engines.train_models(config, args.engine, jobs, args.out)
+    parameters = {}
+    for name in config.models:
+        model = seeded_model(name, 0, config.num_digits, config.hidden_size)
+        parameters[name] = count_parameters(model)
+        for run in runs_by_model[name]:
             report_non_finite(run)
             log.info(
-                "%s seed %d: test exact-match %.2f%% after %d epochs (%s)",
-                run.model,
+                "%s seed %d: test %d/%d = %.2f%% after %d epochs (%s)",
+                name,
                 run.seed,
+                round(run.test_accuracy * len(splits.test)),
+                len(splits.test),
                 100 * run.test_accuracy,
                 run.epochs_run,
                 run.stop_reason,
             )
 
-
-def cache_key(config: TrainConfig, engine: str) -> str:
-    """Key of a training run: its configuration, engine and training code."""
-    text = json.dumps([config.to_dict(), engine, training_code_hash()], sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def results_are_current(out_dir: Path, config: TrainConfig, engine: str) -> bool:
-    """Whether ``out_dir`` holds intact results of this configuration, engine
-    and training code (metrics.json records the first two, the manifest the
-    engine)."""
-    try:
-        metrics = load_metrics(out_dir, check_code=True)
-        manifest = json.loads((Path(out_dir) / "manifest.json").read_text())
-    except (ResultsError, OSError, ValueError):
-        return False
-    return metrics["config"] == config.to_dict() and manifest.get("engine") == engine
-
-
-def checkpoint_path(out_dir: Path, key: str, name: str) -> Path:
-    return Path(out_dir) / CHECKPOINT_DIR / f"{key}-{name}.pt"
+    # write everything in one step
+    wall_time = time.perf_counter() - started
+    manifest = build_manifest(config, device, wall_time)
+    manifest.update(engine=args.engine, processes=jobs)
+    write_results(args.out, config, runs_by_model, parameters, manifest)
+    engines.remove_checkpoints(args.out, config, args.engine)
+    log.info("wrote %s in %.1f s", args.out, wall_time)
+    return 0
 
 
 def report_non_finite(run) -> None:
@@ -454,9 +386,9 @@ def raise_terminated(signum, frame):
 
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    signal.signal(signal.SIGTERM, raise_terminated)
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(chosen_command(argv) or "").parse_args(argv)
+    previous_handler = signal.signal(signal.SIGTERM, raise_terminated)
     try:
         if args.command == "train":
             return run_train(args)
@@ -468,3 +400,5 @@ def main(argv=None) -> int:
         name = "terminated" if isinstance(interrupt, Terminated) else "interrupted"
         print(f"carrydemo: {name}; earlier results are unchanged", file=sys.stderr)
         return 143 if isinstance(interrupt, Terminated) else 130
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)

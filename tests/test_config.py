@@ -106,8 +106,7 @@ def test_command_line_garbage_raises_nothing_but_usage_errors(pairs):
         assert error.code == 2
         return
     try:
-        cli.config_from_args(args)
-        cli.check_train_options(args)
+        cli.check_train_arguments(args)
     except ConfigError as error:
         assert "\n" not in str(error)
 
