@@ -17,8 +17,8 @@ its own (loss below the threshold, or a non-finite loss) while the others go
 on. What differs is only how the arithmetic is scheduled:
 
 - all K members' parameters live in one (K, P) tensor, the weights being views
-  into it, and so do the gradients and Adam's moments: one Adam update is a
-  handful of tensor operations for all members together;
+  into it, and so do the gradients and Adam's moments: one Adam update is one
+  call of torch.optim.Adam's fused kernel for all members together;
 - forward and backward passes (backpropagation through time for the RNN) are
   written by hand with batched matrix products, one product per layer for all
   members, instead of one autograd graph per model;
@@ -26,8 +26,11 @@ on. What differs is only how the arithmetic is scheduled:
 
 These models are so small (about 6 MFLOP per RNN epoch) that the time goes to
 the fixed cost of each tensor operation, not to arithmetic; stacking pays that
-cost once for K models. The same code runs on CPU and CUDA (untested on CUDA:
-there was no GPU where it was written).
+cost once for K models. Measured on 2 shared CPU cores, one thread: 10 RNNs
+take about 8 ms of CPU time per epoch together, against about 16 ms for one
+RNN in the plain loop (``python -m carrydemo bench`` measures it again). The
+same code runs on CPU and CUDA (untested on CUDA: there was no GPU where it
+was written). ``checkpoint_path`` makes a run resumable after a kill.
 """
 
 from __future__ import annotations
@@ -62,6 +65,8 @@ log = logging.getLogger(__name__)
 BETAS = (0.9, 0.999)
 EPS = 1e-8
 CHECKPOINT_VERSION = 1
+# Seconds between checkpoints of a run that has a checkpoint path.
+CHECKPOINT_EVERY_S = float(os.environ.get("CARRYDEMO_CHECKPOINT_EVERY_S", "60"))
 
 
 # --- the two architectures, forward and backward by hand ---------------------
@@ -796,6 +801,3 @@ def stop_reason(loss: float, threshold: float) -> str:
     if loss < threshold:
         return "loss_threshold"
     return ""
-
-
-CHECKPOINT_EVERY_S = float(os.environ.get("CARRYDEMO_CHECKPOINT_EVERY_S", "60"))
