@@ -219,7 +219,9 @@ def plotly_layout(**settings) -> dict:
             "yanchor": "top",
             "y": -0.22,
             "x": 0,
-            "tracegroupgap": 2,
+            "traceorder": "normal",
+            "entrywidth": 0.5,
+            "entrywidthmode": "fraction",
         },
         "hovermode": "x unified",
     }
@@ -304,14 +306,15 @@ def learning_curves_plotly(context, curves_by_seed, first_seed, count):
             epochs, columns = curves_on_grid(curves_by_seed, key)
             median, low, high = median_band(columns)
             label = "training" if split == "train" else "validation"
-            group = f"{split}-{quantity}"
+            # each legend entry toggles its traces in both panels
+            rank = 1 if split == "train" else 2
             # the band: upper edge, then the lower edge filled up to it
             fig.add_scatter(
                 x=epochs,
                 y=high,
                 mode="lines",
                 line={"width": 0},
-                legendgroup=group,
+                legendgroup=f"{split}-band",
                 showlegend=False,
                 hoverinfo="skip",
                 row=1,
@@ -324,7 +327,8 @@ def learning_curves_plotly(context, curves_by_seed, first_seed, count):
                 line={"width": 0},
                 fill="tonexty",
                 fillcolor=_alpha(colour, 0.22),
-                legendgroup=group,
+                legendgroup=f"{split}-band",
+                legendrank=rank + 2,
                 name=f"{label}: min-max of {count} seeds",
                 showlegend=col == 1,
                 hoverinfo="skip",
@@ -336,7 +340,8 @@ def learning_curves_plotly(context, curves_by_seed, first_seed, count):
                 y=median,
                 mode="lines",
                 line={"color": colour, "width": 2},
-                legendgroup=group,
+                legendgroup=f"{split}-median",
+                legendrank=rank,
                 name=f"{label}: median",
                 showlegend=col == 1,
                 row=1,
@@ -348,7 +353,8 @@ def learning_curves_plotly(context, curves_by_seed, first_seed, count):
                 y=seed_curves[key],
                 mode="lines",
                 line={"color": colour, "width": 1, "dash": "dot"},
-                legendgroup=f"seed-{split}",
+                legendgroup=f"{split}-seed",
+                legendrank=rank + 4,
                 name=f"{label}: seed {first_seed}",
                 showlegend=col == 1,
                 visible="legendonly",
@@ -376,11 +382,14 @@ def learning_curves_matplotlib(context, curves_by_seed, count):
         ax.set_xlabel("epoch")
         if quantity == "loss":
             ax.set_yscale("log")
+            plain = matplotlib.ticker.FormatStrFormatter("%.2g")
+            ax.yaxis.set_major_formatter(plain)
+            ax.yaxis.set_minor_formatter(plain)
         else:
             ax.set_ylim(0, 1.02)
             ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
-    legend = axes[0].legend(
-        frameon=False, title=f"median, min-max band of {count} seeds"
+    legend = axes[1].legend(
+        loc="upper left", frameon=False, title=f"median, min-max band of {count} seeds"
     )
     plt.setp(legend.get_texts() + [legend.get_title()], color=style.text)
     fig.tight_layout()

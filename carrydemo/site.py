@@ -129,7 +129,9 @@ def load_build() -> Build:
     try:
         metrics = load_metrics(results_dir)
     except ResultsError as error:
-        raise PluginError(f"carrydemo: {error}; the site shows its numbers") from None
+        raise PluginError(
+            f"carrydemo: {error} (every number of the site comes from there)"
+        ) from None
     index_path = figures_dir / "index.json"
     if not index_path.exists():
         raise PluginError(

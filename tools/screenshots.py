@@ -1,9 +1,12 @@
-"""Full-page screenshots of the built site, light and dark: ``nox -s screenshots``.
+"""Full-page screenshots of the site, light and dark: ``nox -s screenshots``.
 
-Serves build/site on 127.0.0.1 (a random free port), opens every page in
-headless Chromium (Debian's /usr/bin/chromium, driven by Playwright) in both
-colour schemes, waits for the figures, and writes PNGs and a report of console
-errors and requests that left 127.0.0.1 to build/screenshots/.
+Builds the site (``mkdocs build --strict``) for a random free port of
+127.0.0.1, so that site_url matches the address and Material's instant
+navigation is active, serves it, opens every page in headless Chromium
+(Debian's /usr/bin/chromium, driven by Playwright) in both colour schemes,
+waits for the figures, and writes PNGs and a report of console errors and
+requests that left 127.0.0.1 to build/screenshots/. ``--site DIR`` shows an
+already built site instead.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import argparse
 import functools
 import http.server
 import json
+import os
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -36,12 +41,19 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-def serve(site: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
-    """Serve ``site`` on a free port of 127.0.0.1 in a background thread."""
+def serve(
+    site: Path, build: bool = False
+) -> tuple[http.server.ThreadingHTTPServer, str]:
+    """Serve ``site`` on a free port of 127.0.0.1, building it first if asked."""
     handler = functools.partial(QuietHandler, directory=str(site))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    base = f"http://127.0.0.1:{server.server_port}/"
+    if build:
+        env = dict(os.environ, CARRYDEMO_SITE_URL=base, NO_MKDOCS_2_WARNING="1")
+        command = [sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(site)]
+        subprocess.run(command, check=True, env=env)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_port}/"
+    return server, base
 
 
 def site_pages(site: Path) -> list[str]:
@@ -104,7 +116,11 @@ def navigation_check(browser, base: str, problems: list) -> None:
     """Reach the results page by instant navigation; open the second tab."""
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.goto(base, wait_until="networkidle")
+    page.evaluate("window.carrydemoMarker = true")
     page.locator(".md-nav__link[href$='results/']").first.click()
+    page.wait_for_url("**/results/")
+    if not page.evaluate("window.carrydemoMarker === true"):
+        problems.append("results/: reached by a full page load, not instant navigation")
     try:
         page.wait_for_selector(".cd-plot[data-state=drawn]", timeout=FIGURE_TIMEOUT_MS)
     except PlaywrightTimeout:
@@ -126,17 +142,19 @@ def navigation_check(browser, base: str, problems: list) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--site", type=Path, default=Path("build/site"))
+    parser.add_argument(
+        "--site", type=Path, help="show this built site (default: build one)"
+    )
     parser.add_argument("--out", type=Path, default=Path("build/screenshots"))
     parser.add_argument("--width", type=int, default=1280)
     args = parser.parse_args(argv)
-    if not (args.site / "index.html").exists():
-        print(
-            f"screenshots: no site at {args.site}; run `nox -s docs`", file=sys.stderr
-        )
+    build = args.site is None
+    site = args.out / "site" if build else args.site
+    if not build and not (site / "index.html").exists():
+        print(f"screenshots: no site at {site}; run `nox -s docs`", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
-    server, base = serve(args.site)
+    server, base = serve(site, build=build)
     problems, outside = [], set()
     try:
         with sync_playwright() as playwright:
@@ -161,7 +179,7 @@ def main(argv=None) -> int:
                         or outside.add(r.url)
                     ),
                 )
-                for path in site_pages(args.site):
+                for path in site_pages(site):
                     name = (
                         path.strip("/").replace("/", "-") or "home"
                     ) + f".{scheme}.png"
@@ -173,7 +191,7 @@ def main(argv=None) -> int:
     finally:
         server.shutdown()
     problems += [f"request outside the site: {url}" for url in sorted(outside)]
-    report = {"pages": site_pages(args.site), "problems": problems}
+    report = {"pages": site_pages(site), "problems": problems}
     (args.out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
     print("\n".join(problems) or "no problems found")
     print(f"screenshots in {args.out}")
