@@ -30,8 +30,9 @@ def train(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def docs(session: nox.Session) -> None:
-    """Build the site into build/site from build/results (never trains)."""
+    """Draw the figures and build the site into build/site (never trains)."""
     install(session, "docs")
+    session.run("python", "-m", "carrydemo", "figures")
     session.run("mkdocs", "build", "--strict", *session.posargs)
 
 
@@ -39,6 +40,7 @@ def docs(session: nox.Session) -> None:
 def serve(session: nox.Session) -> None:
     """Preview the site with live reload on http://127.0.0.1:8000 (never trains)."""
     install(session, "docs")
+    session.run("python", "-m", "carrydemo", "figures")
     session.run("mkdocs", "serve", "--dev-addr", "127.0.0.1:8000", *session.posargs)
 
 
@@ -55,3 +57,12 @@ def lint(session: nox.Session) -> None:
     session.install("ruff")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python=PYTHON)
+def screenshots(session: nox.Session) -> None:
+    """Build the site and screenshot every page, light and dark, into build/."""
+    install(session, "docs", "test")
+    session.run("python", "-m", "carrydemo", "figures")
+    session.run("mkdocs", "build", "--strict")
+    session.run("python", "tools/screenshots.py", *session.posargs)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from carrydemo import study
+from carrydemo import figures, study
 from carrydemo.config import ConfigError, TrainConfig, parse_seeds
 from carrydemo.data import article_splits
 from carrydemo.models import count_parameters
@@ -131,6 +131,9 @@ def build_parser() -> ArgumentParser:
         "train", help="train the models and write build/results/"
     )
     add_train_arguments(train)
+    figures.add_arguments(
+        commands.add_parser("figures", help="draw the site's figures")
+    )
     study.add_arguments(
         commands.add_parser("study", help="run the study beyond the article")
     )
@@ -237,7 +240,8 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     args = build_parser().parse_args(argv)
     try:
-        return {"train": run_train, "study": study.run}[args.command](args)
+        commands = {"train": run_train, "figures": figures.run, "study": study.run}
+        return commands[args.command](args)
     except (ConfigError, ResultsError) as error:
         print(f"carrydemo: error: {error}", file=sys.stderr)
         return 2

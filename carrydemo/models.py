@@ -27,6 +27,7 @@ class RNNConfig:
     hidden_size: int = 21
 
 
+# --8<-- [start:mlp]
 class MLP(nn.Module):
     """Linear(6 -> 20), ReLU, Linear(20 -> 30), log-softmax per digit.
 
@@ -57,6 +58,10 @@ class MLP(nn.Module):
         return torch.log_softmax(logits, dim=-1)
 
 
+# --8<-- [end:mlp]
+
+
+# --8<-- [start:rnn]
 class ElmanRNN(nn.Module):
     """One tanh recurrent layer (input 2, hidden 21), Linear(21 -> 10) per step.
 
@@ -85,6 +90,9 @@ class ElmanRNN(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         logits = self.output(self.hidden_states(features))
         return torch.log_softmax(logits, dim=-1)
+
+
+# --8<-- [end:rnn]
 
 
 MODEL_NAMES = ("mlp", "rnn")

@@ -98,6 +98,7 @@ def train_plain(name: str, seed: int, config: TrainConfig, splits: Splits) -> Ru
     epoch, epoch_loss, stop_reason = 0, math.inf, "epochs"
     last_report = time.monotonic()
 
+    # --8<-- [start:loop]
     for epoch in range(1, config.epochs + 1):
         # one pass over the shuffled training split
         order = torch.randperm(len(train), generator=generator).to(device)
@@ -122,6 +123,7 @@ def train_plain(name: str, seed: int, config: TrainConfig, splits: Splits) -> Ru
         if epoch_loss < config.loss_threshold:
             stop_reason = "loss_threshold"
             break
+    # --8<-- [end:loop]
 
     if curves["epoch"][-1] != epoch:
         record_curves(curves, epoch, model, train, validation)
@@ -134,6 +136,7 @@ def train_plain(name: str, seed: int, config: TrainConfig, splits: Splits) -> Ru
     )
 
 
+# --8<-- [start:epoch]
 def run_epoch(
     model, optimizer, train: Examples, order: torch.Tensor, batch_size: int
 ) -> float:
@@ -151,6 +154,9 @@ def run_epoch(
         total += loss.item()
         count += 1
     return total / count
+
+
+# --8<-- [end:epoch]
 
 
 def record_curves(curves, epoch, model, train, validation):
