@@ -29,6 +29,7 @@ from carrydemo.data import Examples, labels_for
 from carrydemo.models import MLP, ElmanRNN
 
 CHUNK = 100_000  # examples per forward pass of a model without a shortcut
+PREFIX_BLOCK = 100  # prefixes per block of the RNN's shortcut
 
 
 def all_pairs_digits(num_digits: int = 3) -> torch.Tensor:
@@ -99,14 +100,19 @@ def _rnn_all_pairs(model: ElmanRNN, num_digits: int) -> torch.Tensor:
     hidden = torch.zeros(1, model.config.hidden_size)
     predictions = []
     for t in range(num_digits):
-        # every known prefix followed by every digit pair of step t
+        # every known prefix followed by every digit pair of step t, in blocks
+        # small enough to stay in the CPU's cache
         recurrent = hidden @ rnn.weight_hh_l0.T + rnn.bias_hh_l0
-        hidden = torch.tanh(recurrent[:, None, :] + input_part[None, :, :]).flatten(
-            0, 1
-        )
-        digits = model.output(hidden).argmax(-1)
+        states, digits = [], []
+        for block in recurrent.split(PREFIX_BLOCK):
+            state = torch.tanh(block[:, None, :] + input_part[None, :, :]).flatten(0, 1)
+            digits.append(model.output(state).argmax(-1))
+            if t < num_digits - 1:
+                states.append(state)
+        hidden = torch.cat(states) if states else None
         # digit t is shared by the 100**(T-1-t) examples that extend each prefix
-        predictions.append(digits.repeat_interleave(100 ** (num_digits - 1 - t)))
+        repeats = 100 ** (num_digits - 1 - t)
+        predictions.append(torch.cat(digits).repeat_interleave(repeats))
     return torch.stack(predictions, dim=1)
 
 

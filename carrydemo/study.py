@@ -152,16 +152,12 @@ def train_hidden_sizes(config: StudyConfig, splits: Splits) -> dict:
     with torch.no_grad():
         for row, (size, seed) in enumerate(members):
             small = seeded_model("rnn", seed, hidden_size=size).state_dict()
-            run.stack.params[row] = flatten(embed_state(small, largest))
+            run.stack.params[row] = run.network.to_flat(embed_state(small, largest))
     run.train()
     by_size = {size: [] for size in config.hidden_sizes}
     for (size, _), result in zip(members, run.results(), strict=True):
         by_size[size].append(shrink_state(result.state, size))
     return by_size
-
-
-def flatten(state: dict) -> torch.Tensor:
-    return torch.cat([value.reshape(-1) for value in state.values()])
 
 
 def embed_state(state: dict, hidden_size: int) -> dict:

@@ -187,7 +187,7 @@ def test_padded_rnn_trains_exactly_like_the_small_one():
     config = TrainConfig(models=("rnn",), epochs=3, hidden_size=21, device="cpu")
     run = StackedRun("rnn", [7], [1e-2], config, article_splits(), torch.device("cpu"))
     with torch.no_grad():
-        run.stack.params[0] = torch.cat([v.reshape(-1) for v in padded.values()])
+        run.stack.params[0] = run.network.to_flat(padded)
     run.train()
     trained = run.results()[0].state
     assert torch.equal(
