@@ -131,7 +131,15 @@ def score(predicted: torch.Tensor, examples: Examples, groups=None) -> dict:
         "per_position": correct_digits.float().mean(dim=0).tolist(),
         "by_carries": breakdown(correct, carries),
         "by_chain": breakdown(correct, chains),
+        "by_largest_column": breakdown(correct, largest_columns(examples)),
     }
+
+
+def largest_columns(examples: Examples) -> torch.Tensor:
+    """The largest column sum a_t + b_t + carry over a sum's digits (0..19)."""
+    digits = examples.features.long()
+    carries_in = torch.nn.functional.pad(carries_out(digits)[:, :-1], (1, 0))
+    return (digits[:, :, 0] + digits[:, :, 1] + carries_in).amax(dim=1)
 
 
 def carry_groups(examples: Examples) -> tuple[torch.Tensor, torch.Tensor]:

@@ -30,7 +30,14 @@ import torch
 from carrydemo import exhaustive
 from carrydemo.config import TrainConfig
 from carrydemo.constructed import constructed_rnn
-from carrydemo.data import Examples, Splits, article_splits, make_examples
+from carrydemo.data import (
+    Examples,
+    Splits,
+    article_splits,
+    examples_from_pairs,
+    labels_for,
+    make_examples,
+)
 from carrydemo.models import ElmanRNN, build_model, count_parameters
 from carrydemo.probe import hidden_and_carries, probe_accuracy
 from carrydemo.results import (
@@ -60,10 +67,11 @@ class RecipeConfig:
     """How the recipe trains its 745-parameter RNNs (chosen by measurement)."""
 
     num_digits: int = 5  # train on 5-digit sums: every prefix is a shorter sum
+    balanced: bool = True  # column sums 0..18 equally often, see balanced_examples
     train_examples: int = 2000
     batch_size: int = 64
-    lr: float = 3e-3
-    epochs: int = 400
+    lr: float = 1e-2
+    epochs: int = 1000
     loss_threshold: float = 1e-4
 
 
@@ -234,7 +242,7 @@ def group_scores(scores: list[dict]) -> dict:
     """Per-seed exhaustive scores and their mean breakdown by carries and chains."""
     mean = lambda values: sum(values) / len(values)  # noqa: E731
     combined = {}
-    for key in ("by_carries", "by_chain"):
+    for key in ("by_carries", "by_chain", "by_largest_column"):
         combined[key] = {
             group: {
                 "examples": scores[0][key][group]["examples"],
@@ -330,7 +338,7 @@ def probe_section(config: StudyConfig, models: dict) -> dict:
     fit_on = make_examples(config.probe_examples, 3, PROBE_SEED)
     test_on = make_examples(config.probe_examples, 3, PROBE_SEED + 1)
     chosen_pairs = [(438, 540), (955, 397), (999, 1), (55, 55)]
-    chosen = exhaustive_examples(chosen_pairs)
+    chosen = examples_from_pairs(chosen_pairs, 3)
     section = {"chosen": [f"{a} + {b}" for a, b in chosen_pairs], "models": {}}
     for name, model in models.items():
         states, _ = hidden_and_carries(model, chosen)
@@ -341,12 +349,6 @@ def probe_section(config: StudyConfig, models: dict) -> dict:
             "pca": pca_projection(model, test_on.take(0, 300)),
         }
     return section
-
-
-def exhaustive_examples(pairs) -> Examples:
-    from carrydemo.data import examples_from_pairs
-
-    return examples_from_pairs(pairs, 3)
 
 
 def pca_projection(model: ElmanRNN, examples: Examples) -> dict:
@@ -399,7 +401,11 @@ def hidden_section(config: StudyConfig, by_size: dict, pairs: AllPairs) -> dict:
                 "exhaustive_exact_match": summarize(accuracies),
             }
         )
+    exact_sizes = [
+        r["hidden_size"] for r in rows if r["exhaustive_exact_match"]["max"] == 1
+    ]
     return {
+        "smallest_exact_hidden_size": min(exact_sizes) if exact_sizes else "none",
         "lr": config.hidden_lr,
         "epochs": config.hidden_epochs,
         "seeds": config.hidden_seeds,
@@ -408,11 +414,26 @@ def hidden_section(config: StudyConfig, by_size: dict, pairs: AllPairs) -> dict:
     }
 
 
+def balanced_examples(num_examples: int, num_digits: int, seed: int) -> Examples:
+    """Sums whose column sums a_t + b_t are uniform on 0..18, not triangular.
+
+    With uniform digits a column sums to 9 + 9 only once in 100 draws, so the
+    case 9 + 9 + carry = 19 is rare in 500 examples; here every column sum is
+    as frequent as every other.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    shape = (num_examples, num_digits)
+    column = torch.randint(0, 19, shape, generator=generator)
+    low, high = (column - 9).clamp(min=0), column.clamp(max=9)
+    a = low + (torch.rand(shape, generator=generator) * (high - low + 1)).long()
+    digits = torch.stack([a, column - a], dim=2)
+    return Examples(digits.float(), labels_for(digits))
+
+
 def train_recipe(config: StudyConfig) -> list:
     recipe = config.recipe
-    examples = make_examples(
-        recipe.train_examples + 500, recipe.num_digits, RECIPE_DATA_SEED
-    )
+    draw = balanced_examples if recipe.balanced else make_examples
+    examples = draw(recipe.train_examples + 500, recipe.num_digits, RECIPE_DATA_SEED)
     n = recipe.train_examples
     splits = Splits(
         examples.take(0, n), examples.take(n, n + 100), examples.take(n + 100, n + 500)

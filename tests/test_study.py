@@ -8,7 +8,7 @@ import random
 import pytest
 import torch
 
-from carrydemo import exhaustive
+from carrydemo import exhaustive, study_site
 from carrydemo.cli import main
 from carrydemo.config import TrainConfig
 from carrydemo.constructed import constructed_rnn
@@ -22,7 +22,12 @@ from carrydemo.data import (
 from carrydemo.models import ElmanRNN, count_parameters
 from carrydemo.probe import probe_accuracy
 from carrydemo.stacked import StackedRun
-from carrydemo.study import embed_state, rnn_from_state, shrink_state
+from carrydemo.study import (
+    balanced_examples,
+    embed_state,
+    rnn_from_state,
+    shrink_state,
+)
 from carrydemo.train import seeded_model
 
 STUDY_KEYS = {
@@ -195,6 +200,32 @@ def test_padded_rnn_trains_exactly_like_the_small_one():
         trained["rnn.weight_hh_l0"],
     )
     assert torch.equal(trained["output.weight"][:, 3:], torch.zeros(10, 18))
+
+
+def test_balanced_examples_spread_column_sums_evenly_with_right_labels():
+    examples = balanced_examples(20_000, 3, seed=0)
+    digits = examples.features.long()
+    assert digits.min() >= 0 and digits.max() <= 9
+    counts = torch.bincount((digits[:, :, 0] + digits[:, :, 1]).flatten(), minlength=19)
+    assert counts.shape[0] == 19
+    assert counts.min() > 0.8 * counts.float().mean()
+    sums = [(a + b) % 1000 for a, b in numbers(examples.features[:500])]
+    assert [from_digits(row) for row in examples.labels[:500].tolist()] == sums
+
+
+def test_study_pages_without_results_say_which_command_makes_them(
+    tmp_path, monkeypatch
+):
+    class Page:
+        meta = {"requires": "study", "title": "The limit"}
+        title = "The limit"
+
+    monkeypatch.setenv("CARRYDEMO_RESULTS", str(tmp_path))
+    page = "{{ value: study.x | raw }}"
+    shown = study_site.on_page_markdown(page, Page, {}, [])
+    assert "nox -s study" in shown and "{{" not in shown
+    (tmp_path / "study.json").write_text("{}")
+    assert study_site.on_page_markdown(page, Page, {}, []) == page
 
 
 # --- the command --------------------------------------------------------------
