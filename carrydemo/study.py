@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -101,7 +102,7 @@ QUICK = StudyConfig(
     hidden_sizes=(1, 2),
     hidden_seeds=2,
     hidden_epochs=2,
-    lengths=(3, 4, 10),
+    lengths=(3, 4, 10, 100),
     length_examples=50,
     probe_examples=200,
     recipe=RecipeConfig(train_examples=100, epochs=2),
@@ -209,17 +210,26 @@ def model_from_run(run) -> torch.nn.Module:
 
 
 class AllPairs:
-    """All 10**6 pairs of 3-digit numbers with their carry counts, made once."""
+    """All 10**6 pairs of 3-digit numbers with their carry counts, made once.
+
+    Scores are kept per model (while the model lives), since several sections
+    ask about the same trained models.
+    """
 
     def __init__(self):
         self.examples = exhaustive.all_pairs(3)
         self.groups = exhaustive.carry_groups(self.examples)
+        self.scores = weakref.WeakKeyDictionary()
 
     def score(self, model) -> dict:
-        predicted = exhaustive.predict_all_pairs(model)
-        return exhaustive.score(predicted, self.examples, self.groups)
+        if model not in self.scores:
+            predicted = exhaustive.predict_all_pairs(model)
+            self.scores[model] = exhaustive.score(predicted, self.examples, self.groups)
+        return self.scores[model]
 
     def exact_match(self, model) -> float:
+        if model in self.scores:
+            return self.scores[model]["exact_match"]
         predicted = exhaustive.predict_all_pairs(model)
         return (predicted == self.examples.labels).all(1).float().mean().item()
 
@@ -267,7 +277,8 @@ def seeds_section(results_dir: Path, pairs: AllPairs) -> dict:
     try:
         metrics = load_metrics(results_dir)
     except ResultsError as error:
-        return {"available": False, "reason": str(error), "command": "nox -s train"}
+        reason = f"{error}; then run `{STUDY_COMMAND}` again"
+        return {"available": False, "reason": reason, "command": "nox -s train"}
     section = {"available": True, "config": metrics["config"], "models": {}}
     for name, model_metrics in metrics["models"].items():
         accuracies = [run["test_accuracy"] for run in model_metrics["runs"]]
@@ -470,7 +481,7 @@ def recipe_section(
 
 def run_study(config: StudyConfig, results_dir: Path) -> dict:
     """Run every section and return the study's results."""
-    started = time.perf_counter()
+    started, started_cpu = time.perf_counter(), time.process_time()
     torch.set_num_threads(1)
     pairs = AllPairs()
     splits = article_splits()
@@ -535,6 +546,9 @@ def run_study(config: StudyConfig, results_dir: Path) -> dict:
     study["run"] = {
         "config": asdict(config),
         "wall_time_s": round(time.perf_counter() - started, 1),
+        # CPU time of this process: what the run needs of one idle core, a
+        # steadier measure than wall time on a machine shared with other jobs
+        "cpu_time_s": round(time.process_time() - started_cpu, 1),
         "timings_s": timings,
         "threads": torch.get_num_threads(),
     }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
+
 import matplotlib
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -27,6 +29,17 @@ GROUP_LABELS = {
     "untrained": "untrained RNN",
     "trained": "RNN, best lr",
 }
+# The order in which groups are drawn (study.json keeps its keys sorted).
+GROUP_ORDER = (
+    "mlp_best_lr",
+    "rnn_best_lr",
+    "rnn_3_digits",
+    "rnn_1_to_5_digits",
+    "untrained",
+    "trained",
+    "recipe",
+    "constructed",
+)
 EXTRA_COLOURS = {"recipe": "#d6336c", "constructed": "#8a6d00", "untrained": "#888888"}
 
 
@@ -39,6 +52,12 @@ def colour(group: str, theme: str = "light") -> str:
     if group == "rnn_1_to_5_digits":
         return style.train
     return style.rnn
+
+
+def ordered(groups: dict) -> list[tuple[str, dict]]:
+    """The items of ``groups`` in GROUP_ORDER, unknown groups last."""
+    rank = {group: index for index, group in enumerate(GROUP_ORDER)}
+    return sorted(groups.items(), key=lambda item: rank.get(item[0], len(rank)))
 
 
 def label(group: str) -> str:
@@ -194,25 +213,25 @@ def study_lr_table(context: FigureContext) -> Table:
 
 @table("study_exhaustive", page="study/exhaustive.md")
 def study_exhaustive(context: FigureContext) -> Table:
+    """Exact-match and per-digit accuracy of every group on all 10**6 pairs."""
     groups = context.require("study")["exhaustive"]["groups"]
     rows = []
-    for group, scores in groups.items():
+    for group, scores in ordered(groups):
         exact = scores["exact_match"]
-        by_carries = scores["by_carries"]
+        positions = zip(*(run["per_position"] for run in scores["runs"]), strict=True)
         rows.append(
             [
                 label(group),
                 exact["n"],
                 f"{exact['median']:.2%}",
                 f"{exact['max']:.4%}",
-                f"{scores['per_digit']['median']:.2%}",
-                *(f"{by_carries[k]['exact_match']:.2%}" for k in sorted(by_carries)),
+                *(f"{statistics.median(p):.2%}" for p in positions),
             ]
         )
-    carries = sorted(next(iter(groups.values()))["by_carries"])
-    columns = ["models", "seeds", "exact: median", "exact: best", "per digit"]
-    columns += [f"{k} carries (mean)" for k in carries]
-    return Table(columns, rows)
+    columns = ["models", "seeds", "exact: median", "exact: best"]
+    columns += ["units digit", "tens digit", "hundreds digit"]
+    note = "Digit columns: share of single digits right, median over the seeds."
+    return Table(columns, rows, note=note)
 
 
 @figure("study_carries", page="study/exhaustive.md")
@@ -222,7 +241,7 @@ def study_carries(context: FigureContext):
     panels = (("by_carries", "carries into a digit"), ("by_chain", "longest chain"))
     fig = make_subplots(rows=1, cols=2, subplot_titles=[t for _, t in panels])
     for col, (key, _) in enumerate(panels, start=1):
-        for group, scores in groups.items():
+        for group, scores in ordered(groups):
             values = scores[key]
             fig.add_bar(
                 x=sorted(values),
@@ -240,17 +259,22 @@ def study_carries(context: FigureContext):
     mpl, axes = new_axes(context, ncols=2, width=9, height=3.6)
     width = 0.8 / len(groups)
     for ax, (key, title) in zip(axes, panels, strict=True):
-        for index, (group, scores) in enumerate(groups.items()):
+        for index, (group, scores) in enumerate(ordered(groups)):
             values = scores[key]
             x = [int(k) + (index - (len(groups) - 1) / 2) * width for k in values]
             accuracies = [values[k]["exact_match"] for k in values]
-            ax.bar(x, accuracies, width, color=colour(group, context.theme))
-            ax.bar([], [], color=colour(group, context.theme), label=label(group))
+            shade = colour(group, context.theme)
+            ax.bar(x, accuracies, width, color=shade, label=label(group))
         ax.set_title(title)
         ax.set_xticks(sorted(int(k) for k in next(iter(groups.values()))[key]))
         percent_axis(ax)
-    finish_legend(axes[0], context, fontsize=8, loc="lower left")
-    mpl.tight_layout()
+    mpl.tight_layout(rect=(0, 0.12, 1, 1))
+    handles, labels = axes[0].get_legend_handles_labels()
+    legend = mpl.legend(
+        handles, labels, loc="lower center", ncols=len(groups), frameon=False
+    )
+    for text in legend.get_texts():
+        text.set_color(context.style.text)
     return fig, mpl
 
 
@@ -264,7 +288,7 @@ def study_lengths(context: FigureContext):
     lengths = section["lengths"]
     fig = go.Figure()
     mpl, (ax,) = new_axes(context, width=7, height=3.8)
-    for group, data in section["groups"].items():
+    for group, data in ordered(section["groups"]):
         summaries = [data["by_length"][str(n)]["exact_match"] for n in lengths]
         plotly_band(fig, lengths, summaries, group)
         matplotlib_band(ax, lengths, summaries, group, context.theme)
@@ -285,7 +309,7 @@ def study_lengths(context: FigureContext):
 def study_lengths_table(context: FigureContext) -> Table:
     section = context.require("study")["length_generalization"]
     rows = []
-    for group, data in section["groups"].items():
+    for group, data in ordered(section["groups"]):
         cells = []
         for n in section["lengths"]:
             entry = data["by_length"][str(n)]
@@ -313,7 +337,7 @@ def study_probe(context: FigureContext):
     fig = go.Figure()
     mpl, (ax,) = new_axes(context, width=7, height=3.4)
     width = 0.8 / len(models)
-    for index, (name, data) in enumerate(models.items()):
+    for index, (name, data) in enumerate(ordered(models)):
         per_step = data["probe"]["per_step"]
         fig.add_bar(
             x=steps[: len(per_step)],
@@ -324,12 +348,19 @@ def study_probe(context: FigureContext):
         x = [t + (index - (len(models) - 1) / 2) * width for t in range(len(per_step))]
         ax.bar(x, per_step, width, color=colour(name, context.theme), label=label(name))
     fig.update_layout(**plotly_layout(height=420, barmode="group"))
-    fig.update_yaxes(tickformat=".0%", range=[0.4, 1.01], title_text="probe accuracy")
+    fig.update_yaxes(tickformat=".0%", range=[0.8, 1.005], title_text="probe accuracy")
     ax.set_xticks(range(len(steps)), steps)
-    ax.set_ylim(0.4, 1.01)
+    ax.set_ylim(0.8, 1.005)
     ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
     ax.set_ylabel("carry read correctly")
-    finish_legend(ax, context, fontsize=8, loc="lower left")
+    finish_legend(
+        ax,
+        context,
+        fontsize=8,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.12),
+        ncols=2,
+    )
     mpl.tight_layout()
     return fig, mpl
 
@@ -391,8 +422,12 @@ def study_hidden_states(context: FigureContext):
         ax.grid(False)
         ax.set_title(title)
         ax.set_xticks(range(len(example)), ["u", "t", "h"][: len(example)])
+        ax.set_yticks([])
         ax.set_xlabel("step")
+    units = len(states[0][0])
+    axes[0].set_yticks(range(0, units, 5), [str(u + 1) for u in range(0, units, 5)])
     axes[0].set_ylabel("hidden unit")
+    mpl.subplots_adjust(bottom=0.2, top=0.88)
     bar = mpl.colorbar(image, ax=axes, fraction=0.03)
     bar.ax.tick_params(colors=context.style.text)
     return mpl
@@ -449,6 +484,9 @@ def study_hidden_sizes(context: FigureContext):
     for (x, y), group in ((constructed, "constructed"), (recipe_point, "recipe")):
         ax.plot([x], [y], "*", markersize=12, color=colour(group), label=label(group))
     ax.set_xscale("log")
+    ticks = sorted({params[0], constructed[0], 100, 250, params[-1]})
+    ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("parameters")
     ax.set_ylabel("exact-match on all 10⁶ pairs")
     percent_axis(ax)
