@@ -12,12 +12,12 @@ from pathlib import Path
 
 import torch
 
-from carrydemo import figures, study
+from carrydemo import bench, engines, figures, study
 from carrydemo.config import ConfigError, TrainConfig, parse_seeds
 from carrydemo.data import article_splits
 from carrydemo.models import count_parameters
 from carrydemo.results import DEFAULT_RESULTS_DIR, ResultsError, write_results
-from carrydemo.train import resolve_device, seeded_model, train_plain
+from carrydemo.train import resolve_device, seeded_model
 
 log = logging.getLogger("carrydemo")
 DEFAULTS = TrainConfig()
@@ -120,6 +120,30 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_RESULTS_DIR,
         help=f"results folder (default: {DEFAULT_RESULTS_DIR})",
     )
+    add_engine_arguments(parser)
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--engine",
+        choices=("stacked", "plain"),
+        default="stacked",
+        help="stacked: all seeds of a model in one run; plain: the reference "
+        "loop, one model at a time (default: stacked)",
+    )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=0,
+        help="processes, one model each (default: 0: one per model up to the "
+        "idle CPUs for runs of 2000 epochs or more, else one)",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="train even when the results are up to date with the configuration "
+        "and the training code",
+    )
 
 
 def build_parser() -> ArgumentParser:
@@ -137,6 +161,7 @@ def build_parser() -> ArgumentParser:
     study.add_arguments(
         commands.add_parser("study", help="run the study beyond the article")
     )
+    bench.add_arguments(commands.add_parser("bench", help="time plain vs stacked"))
     return parser
 
 
@@ -161,16 +186,21 @@ def run_train(args) -> int:
     device = resolve_device(config.device)
     torch.set_num_threads(config.threads)
     splits = article_splits(config.num_digits, config.data_seed)
+    try:
+        jobs = engines.number_of_jobs(args.jobs, config)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    if not args.force and engines.results_are_current(args.out, config, args.engine):
+        log.info("%s is up to date; --force retrains", args.out)
+        return 0
     started = time.perf_counter()
 
     # train every model and seed
-    runs_by_model, parameters = {}, {}
+    runs_by_model = engines.train_models(config, args.engine, jobs, args.out)
+    parameters = {}
     for name in config.models:
         model = seeded_model(name, 0, config.num_digits, config.hidden_size)
         parameters[name] = count_parameters(model)
-        runs_by_model[name] = [
-            train_plain(name, seed, config, splits) for seed in config.seeds
-        ]
         for run in runs_by_model[name]:
             log.info(
                 "%s seed %d: test %d/%d = %.2f%% after %d epochs (%s)",
@@ -186,7 +216,9 @@ def run_train(args) -> int:
     # write everything in one step
     wall_time = time.perf_counter() - started
     manifest = build_manifest(config, device, wall_time)
+    manifest.update(engine=args.engine, processes=jobs)
     write_results(args.out, config, runs_by_model, parameters, manifest)
+    engines.remove_checkpoints(args.out, config, args.engine)
     log.info("wrote %s in %.1f s", args.out, wall_time)
     return 0
 
@@ -240,7 +272,12 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     args = build_parser().parse_args(argv)
     try:
-        commands = {"train": run_train, "figures": figures.run, "study": study.run}
+        commands = {
+            "train": run_train,
+            "bench": bench.run,
+            "figures": figures.run,
+            "study": study.run,
+        }
         return commands[args.command](args)
     except (ConfigError, ResultsError) as error:
         print(f"carrydemo: error: {error}", file=sys.stderr)

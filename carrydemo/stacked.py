@@ -119,78 +119,131 @@ class StackedRNN:
         """Take the weights of every member as views of ``params`` (K, P)."""
         views = split_views(params, self.blocks)
         self.recurrent, self.readout = views["recurrent"], views["readout"]
-
-    def prepare(self, features: torch.Tensor, labels: torch.Tensor) -> dict:
-        """Buffers for one epoch: features (K, N, T, 2), labels (K, N, T)."""
-        num_members, num_examples, num_steps, _ = features.shape
-        rows = torch.zeros(
-            num_members, num_examples, num_steps + 1, self.blocks["recurrent"][1]
-        )
-        rows = rows.to(features.device)
-        rows[:, :, :num_steps, :FEATURE_SIZE] = features
-        rows[:, :, :, -2:] = 1.0
-        # labels and one-hot targets laid out (K, 10, N, T), classes second
-        labels = labels.unsqueeze(1)
-        one_hot = torch.zeros(num_members, NUM_CLASSES, num_examples, num_steps)
-        one_hot = one_hot.to(features.device).scatter_(1, labels, 1.0)
-        return {"rows": rows, "labels": labels, "one_hot": one_hot}
-
-    def forward(self, prepared: dict, batch: slice):
-        """Log-probabilities (K, 10, B*T) of one batch, and what backward needs."""
-        rows = prepared["rows"][:, batch]  # (K, B, T + 1, 2 + H + 2)
-        num_members, batch_size, num_slots, width = rows.shape
         hidden = slice(FEATURE_SIZE, FEATURE_SIZE + self.hidden_size)
+        self.recurrent_t = self.recurrent.transpose(1, 2)
+        self.w_hh = self.recurrent[:, :, hidden]
+        self.w_out = self.readout[:, :, :-1]
+        if params.shape[0] != getattr(self, "num_members", None):
+            self.num_members, self.buffers = params.shape[0], {}
 
-        # the recurrence: step t writes h_t into the row of step t + 1
-        recurrent_t = self.recurrent.transpose(1, 2)
-        for step in range(num_slots - 1):
-            pre = torch.bmm(rows[:, :, step], recurrent_t)
-            torch.tanh(pre, out=rows[:, :, step + 1, hidden])
+    def prepare(self, features: torch.Tensor, labels: torch.Tensor, batches) -> list:
+        """Fill the buffers of every batch: features (K, N, T, 2), labels (K, N, T).
 
-        # read-out at every step, classes second: (K, 10, B*T)
-        states = rows[:, :, 1:, FEATURE_SIZE:-1].reshape(num_members, -1, width - 3)
-        logits = torch.bmm(self.readout, states.transpose(1, 2))
-        return torch.log_softmax(logits, 1), (rows, states)
+        The buffers are made once per stack size and batch layout, and filled
+        again every epoch, so the views that every step uses are made once.
+        """
+        key = (features.shape, tuple((b.start, b.stop) for b in batches))
+        if key not in self.buffers:
+            num_members, num_examples, num_steps, _ = features.shape
+            self.buffers[key] = [
+                RNNGroup(run, num_members, num_steps, self.hidden_size, features.device)
+                for run in equal_size_runs(batches, num_examples)
+            ]
+        prepared = []
+        for group in self.buffers[key]:
+            group.fill(features, labels)
+            prepared.extend(group.batches)
+        return prepared
 
-    def log_probs(self, prepared: dict) -> torch.Tensor:
-        """Log-probabilities of all examples, shaped (K, N, T, 10)."""
-        log_probs, _ = self.forward(prepared, slice(None))
-        shape = prepared["one_hot"].shape
-        return log_probs.view(shape).permute(0, 2, 3, 1)
+    def forward(self, batch: RNNBatch) -> torch.Tensor:
+        """Log-probabilities (K, 10, T*B) of one prepared batch."""
+        # the recurrence: step t writes h_t into the rows of step t + 1;
+        # tanh into a strided output measured slower than tanh, then copy
+        for inputs, hidden in zip(batch.steps, batch.hidden, strict=True):
+            hidden.copy_(torch.bmm(inputs, self.recurrent_t).tanh_())
 
-    def loss_and_grads(self, prepared: dict, batch: slice):
-        """Mean NLL (K,) of one batch, and the gradients (K, P) of every member."""
-        log_probs, (rows, states) = self.forward(prepared, batch)
-        labels = prepared["labels"][:, :, batch].flatten(2)
-        one_hot = prepared["one_hot"][:, :, batch].flatten(2)
-        loss, d_logits = nll_and_gradient(log_probs, labels, one_hot, dim=1)
-        num_members, batch_size, num_slots, width = rows.shape
-        hidden_size = self.hidden_size
+        # read-out of every step from the rows [h_t, 1], classes second
+        logits = torch.bmm(self.readout, batch.states_t)
+        return torch.log_softmax(logits, 1)
+
+    def log_probs(self, batch: RNNBatch) -> torch.Tensor:
+        """Log-probabilities of one prepared batch, shaped (K, B, T, 10)."""
+        num_members, num_steps, batch_size = batch.shape
+        log_probs = self.forward(batch)
+        log_probs = log_probs.view(num_members, NUM_CLASSES, num_steps, batch_size)
+        return log_probs.permute(0, 3, 2, 1)
+
+    def loss_and_grads(self, batch: RNNBatch, log_likelihood: torch.Tensor):
+        """Gradients (K, P) of one prepared batch; its mean log-likelihood goes
+        into ``log_likelihood`` (K,)."""
+        log_probs = self.forward(batch)
+        d_logits, scale = nll_and_gradient(log_probs, batch, 1, log_likelihood)
 
         # read-out layer
-        d_readout = torch.bmm(d_logits, states)
-        d_states = torch.bmm(d_logits.transpose(1, 2), self.readout[:, :, :-1])
-        d_states = d_states.view(num_members, batch_size, num_slots - 1, hidden_size)
+        d_readout = scaled_bmm(d_logits, batch.states, scale)
+        scaled_bmm(d_logits.transpose(1, 2), self.w_out, scale, out=batch.d_states)
 
         # backpropagation through time, last step first; d_states becomes d_pre
-        hidden = rows[:, :, 1:, FEATURE_SIZE : FEATURE_SIZE + hidden_size]
-        d_tanh = torch.addcmul(self.one(rows), hidden, hidden, value=-1)
-        w_hh = self.recurrent[:, :, FEATURE_SIZE : FEATURE_SIZE + hidden_size]
-        for step in reversed(range(num_slots - 1)):
-            d_step = d_states[:, :, step]
-            if step < num_slots - 2:
-                d_step.baddbmm_(d_states[:, :, step + 1], w_hh)
-            d_step.mul_(d_tanh[:, :, step])
+        d_steps, hidden = batch.d_steps, batch.hidden
+        for step in reversed(range(len(d_steps))):
+            if step < len(d_steps) - 1:
+                d_steps[step] += torch.bmm(d_steps[step + 1], self.w_hh)
+            tanh_backward(d_steps[step], hidden[step], grad_input=d_steps[step])
 
         # every recurrent weight and both biases in one product
-        inputs = rows[:, :, :-1].reshape(num_members, -1, width)
-        d_pre = d_states.view(num_members, -1, hidden_size)
-        d_recurrent = torch.bmm(d_pre.transpose(1, 2), inputs)
-        return loss, torch.cat([d_recurrent.flatten(1), d_readout.flatten(1)], 1)
+        d_recurrent = torch.bmm(batch.d_pre_t, batch.inputs)
+        return torch.cat([d_recurrent.flatten(1), d_readout.flatten(1)], 1)
 
-    @staticmethod
-    def one(like: torch.Tensor) -> torch.Tensor:
-        return torch.ones((), dtype=like.dtype, device=like.device)
+
+class RNNGroup:
+    """Buffers of a run of equally sized batches, filled anew every epoch."""
+
+    def __init__(self, run, num_members, num_steps, hidden_size, device):
+        self.start, self.count, self.size = run
+        width = FEATURE_SIZE + hidden_size + 2
+        shape = (self.count, num_members, num_steps + 1, self.size, width)
+        self.rows = torch.zeros(shape, device=device)
+        self.rows[..., -2:] = 1.0
+        self.features = self.rows[:, :, :num_steps, :, :FEATURE_SIZE]
+        shape = (self.count, num_members, 1, num_steps * self.size)
+        self.labels = torch.zeros(shape, dtype=torch.long, device=device)
+        shape = (self.count, num_members, NUM_CLASSES, num_steps * self.size)
+        self.one_hot = torch.zeros(shape, device=device)
+        self.batches = [
+            RNNBatch(*buffers, hidden_size)
+            for buffers in zip(self.rows, self.labels, self.one_hot, strict=True)
+        ]
+
+    def fill(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        """Copy in this run's examples, time-major: (count, K, T, B)."""
+        num_members, _, num_steps, _ = features.shape
+        stop = self.start + self.count * self.size
+        chunk = features[:, self.start : stop].reshape(
+            num_members, self.count, self.size, num_steps, FEATURE_SIZE
+        )
+        self.features.copy_(chunk.permute(1, 0, 3, 2, 4))
+        chunk = labels[:, self.start : stop].reshape(
+            num_members, self.count, self.size, num_steps
+        )
+        self.labels.view(self.count, num_members, num_steps, self.size).copy_(
+            chunk.permute(1, 0, 3, 2)
+        )
+        self.one_hot.zero_().scatter_(2, self.labels, 1.0)
+
+
+class RNNBatch:
+    """One batch's buffers, and the views of them that every step uses.
+
+    ``rows`` (K, T + 1, B, W) holds [x_t, h_(t-1), 1, 1] at step t; labels
+    (K, 1, T*B) and one-hot targets (K, 10, T*B) are time-major too.
+    """
+
+    def __init__(self, rows, labels, one_hot, hidden_size):
+        num_members, num_slots, batch_size, width = rows.shape
+        hidden = slice(FEATURE_SIZE, FEATURE_SIZE + hidden_size)
+        self.shape = (num_members, num_slots - 1, batch_size)
+        self.labels, self.one_hot = labels, one_hot
+        self.steps = [rows[:, step] for step in range(num_slots - 1)]
+        self.hidden = [rows[:, step, :, hidden] for step in range(1, num_slots)]
+        # [h_t, 1] of every step, and the inputs of every step, as views
+        self.states = rows[:, 1:, :, FEATURE_SIZE:-1].view(num_members, -1, width - 3)
+        self.states_t = self.states.transpose(1, 2)
+        self.inputs = rows[:, :-1].view(num_members, -1, width)
+        self.d_states = rows.new_empty(
+            num_members, (num_slots - 1) * batch_size, hidden_size
+        )
+        self.d_steps = list(self.d_states.view(*self.shape, hidden_size).unbind(1))
+        self.d_pre_t = self.d_states.transpose(1, 2)
 
 
 class StackedMLP:
@@ -228,51 +281,108 @@ class StackedMLP:
         """Take the weights of every member as views of ``params`` (K, P)."""
         views = split_views(params, self.blocks)
         self.hidden, self.output = views["hidden"], views["output"]
+        self.hidden_t = self.hidden.transpose(1, 2)
+        self.w_out = self.output[:, :, :-1]
+        if params.shape[0] != getattr(self, "num_members", None):
+            self.num_members, self.buffers = params.shape[0], {}
 
-    def prepare(self, features: torch.Tensor, labels: torch.Tensor) -> dict:
-        """Buffers for one epoch: features (K, N, T, 2), labels (K, N, T)."""
-        num_members, num_examples, num_steps, _ = features.shape
-        ones = features.new_ones(num_members, num_examples, 1)
-        inputs = torch.cat([features.flatten(2), ones], 2)  # (K, N, 2T + 1)
-        # labels and one-hot targets laid out (K, T, 10, N), classes third
-        labels = labels.transpose(1, 2).unsqueeze(2)
-        one_hot = torch.zeros(num_members, num_steps, NUM_CLASSES, num_examples)
-        one_hot = one_hot.to(features.device).scatter_(2, labels, 1.0)
-        return {"inputs": inputs, "labels": labels, "one_hot": one_hot}
+    def prepare(self, features: torch.Tensor, labels: torch.Tensor, batches) -> list:
+        """Fill the buffers of every batch: features (K, N, T, 2), labels (K, N, T).
 
-    def forward(self, prepared: dict, batch: slice):
-        """Log-probabilities (K, T, 10, B) of one batch, and what backward needs."""
-        inputs = prepared["inputs"][:, batch]  # (K, B, 2T + 1)
-        num_members, batch_size, _ = inputs.shape
-        hidden = inputs.new_ones(num_members, batch_size, self.hidden_size + 1)
-        pre = torch.bmm(inputs, self.hidden.transpose(1, 2))
-        torch.clamp_min(pre, 0.0, out=hidden[:, :, :-1])
-        logits = torch.bmm(self.output, hidden.transpose(1, 2))  # (K, 10T, B)
-        logits = logits.view(num_members, -1, NUM_CLASSES, batch_size)
-        return torch.log_softmax(logits, 2), (inputs, hidden)
+        The buffers are made once per stack size and batch layout, and filled
+        again every epoch, so the views that every step uses are made once.
+        """
+        key = (features.shape, tuple((b.start, b.stop) for b in batches))
+        if key not in self.buffers:
+            self.buffers[key] = MLPEpoch(
+                features.shape, batches, self.hidden_size, features.device
+            )
+        epoch = self.buffers[key]
+        epoch.fill(features, labels)
+        return epoch.batches
 
-    def log_probs(self, prepared: dict) -> torch.Tensor:
-        """Log-probabilities of all examples, shaped (K, N, T, 10)."""
-        log_probs, _ = self.forward(prepared, slice(None))
-        return log_probs.permute(0, 3, 1, 2)
+    def forward(self, batch: MLPBatch) -> torch.Tensor:
+        """Log-probabilities (K, T, 10, B) of one prepared batch."""
+        pre = torch.bmm(batch.inputs, self.hidden_t)
+        torch.clamp_min(pre, 0.0, out=batch.relu)
+        logits = torch.bmm(self.output, batch.hidden_t)  # (K, 10T, B)
+        logits = logits.view(self.num_members, -1, NUM_CLASSES, batch.size)
+        return torch.log_softmax(logits, 2)
 
-    def loss_and_grads(self, prepared: dict, batch: slice):
-        """Mean NLL (K,) of one batch, and the gradients (K, P) of every member."""
-        log_probs, (inputs, hidden) = self.forward(prepared, batch)
-        labels = prepared["labels"][..., batch]
-        one_hot = prepared["one_hot"][..., batch]
-        loss, d_logits = nll_and_gradient(log_probs, labels, one_hot, dim=2)
+    def log_probs(self, batch: MLPBatch) -> torch.Tensor:
+        """Log-probabilities of one prepared batch, shaped (K, B, T, 10)."""
+        return self.forward(batch).permute(0, 3, 1, 2)
+
+    def loss_and_grads(self, batch: MLPBatch, log_likelihood: torch.Tensor):
+        """Gradients (K, P) of one prepared batch; its mean log-likelihood goes
+        into ``log_likelihood`` (K,)."""
+        log_probs = self.forward(batch)
+        d_logits, scale = nll_and_gradient(log_probs, batch, 2, log_likelihood)
         d_logits = d_logits.flatten(1, 2)  # (K, 10T, B)
 
         # output layer, then the hidden layer through the ReLU
-        d_output = torch.bmm(d_logits, hidden)
-        d_hidden = torch.bmm(d_logits.transpose(1, 2), self.output[:, :, :-1])
-        d_pre = torch.ops.aten.threshold_backward(d_hidden, hidden[:, :, :-1], 0)
-        d_hidden_layer = torch.bmm(d_pre.transpose(1, 2), inputs)
-        return loss, torch.cat([d_hidden_layer.flatten(1), d_output.flatten(1)], 1)
+        d_output = scaled_bmm(d_logits, batch.hidden, scale)
+        d_hidden = scaled_bmm(d_logits.transpose(1, 2), self.w_out, scale)
+        d_pre = torch.ops.aten.threshold_backward(d_hidden, batch.relu, 0)
+        d_hidden_layer = torch.bmm(d_pre.transpose(1, 2), batch.inputs)
+        return torch.cat([d_hidden_layer.flatten(1), d_output.flatten(1)], 1)
+
+
+class MLPEpoch:
+    """The MLP's buffers for one epoch, filled anew every epoch."""
+
+    def __init__(self, shape, batches, hidden_size, device):
+        num_members, num_examples, num_steps, _ = shape
+        # inputs [x, 1]; labels and one-hot targets (K, T, 10, N), classes third
+        width = num_steps * FEATURE_SIZE + 1
+        self.inputs = torch.ones(num_members, num_examples, width, device=device)
+        shape = (num_members, num_steps, 1, num_examples)
+        self.labels = torch.zeros(shape, dtype=torch.long, device=device)
+        shape = (num_members, num_steps, NUM_CLASSES, num_examples)
+        self.one_hot = torch.zeros(shape, device=device)
+        hidden = {}
+        self.batches = []
+        for batch in batches:
+            size = len(range(num_examples)[batch])
+            if size not in hidden:
+                shape = (num_members, size, hidden_size + 1)
+                hidden[size] = torch.ones(shape, device=device)
+            self.batches.append(MLPBatch(self, batch, hidden[size]))
+
+    def fill(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        self.inputs[..., :-1] = features.flatten(2)
+        self.labels.copy_(labels.transpose(1, 2).unsqueeze(2))
+        self.one_hot.zero_().scatter_(2, self.labels, 1.0)
+
+
+class MLPBatch:
+    """One batch's views of the epoch's buffers and its hidden-layer buffer."""
+
+    def __init__(self, epoch: MLPEpoch, batch: slice, hidden: torch.Tensor):
+        self.inputs = epoch.inputs[:, batch]  # (K, B, 2T + 1)
+        self.labels = epoch.labels[..., batch]
+        self.one_hot = epoch.one_hot[..., batch]
+        self.size = self.inputs.shape[1]
+        self.hidden = hidden  # (K, B, h + 1), [ReLU output, 1]
+        self.hidden_t = hidden.transpose(1, 2)
+        self.relu = hidden[:, :, :-1]
 
 
 ARCHITECTURES = {"mlp": StackedMLP, "rnn": StackedRNN}
+tanh_backward = torch.ops.aten.tanh_backward.grad_input
+ZEROS = {}  # per device: the ignored input of a baddbmm with beta = 0
+
+
+def equal_size_runs(batches: list[slice], num_examples: int):
+    """(start, count, size) of each run of consecutive batches of one size."""
+    runs = []
+    for batch in batches:
+        size = len(range(num_examples)[batch])
+        if runs and runs[-1][2] == size:
+            runs[-1][1] += 1
+        else:
+            runs.append([batch.start, 1, size])
+    return [tuple(run) for run in runs]
 
 
 def split_views(params: torch.Tensor, blocks: dict) -> dict:
@@ -285,17 +395,26 @@ def split_views(params: torch.Tensor, blocks: dict) -> dict:
     return views
 
 
-def nll_and_gradient(log_probs, labels, one_hot, dim: int):
-    """Mean NLL per member (K,), and its gradient with respect to the logits.
+def nll_and_gradient(log_probs, batch, dim: int, log_likelihood: torch.Tensor):
+    """Gradient of the mean NLL with respect to the logits, as (G, 1 / n).
 
     Classes lie along ``dim``. The gradient of the mean NLL of log-softmax is
-    (softmax - one-hot) / n, which is what autograd computes too; it is made
-    in place of ``log_probs``.
+    G / n = (softmax - one-hot) / n, which is what autograd computes too; G is
+    made in place of ``log_probs``, and the products that take it apply 1 / n.
+    The mean log-likelihood of each member, -NLL, is written to
+    ``log_likelihood`` (K,).
     """
     count = log_probs.numel() // (log_probs.shape[0] * log_probs.shape[dim])
-    loss = log_probs.gather(dim, labels).flatten(1).mean(1).neg_()
-    d_logits = log_probs.exp_().sub_(one_hot).div_(count)
-    return loss, d_logits
+    picked = log_probs.gather(dim, batch.labels).flatten(1)
+    torch.mean(picked, 1, out=log_likelihood)
+    return log_probs.exp_().sub_(batch.one_hot), 1.0 / count
+
+
+def scaled_bmm(a: torch.Tensor, b: torch.Tensor, scale: float, out=None):
+    """``scale * (a @ b)`` in one batched product."""
+    if a.device not in ZEROS:
+        ZEROS[a.device] = torch.zeros((), device=a.device)
+    return torch.baddbmm(ZEROS[a.device], a, b, beta=0.0, alpha=scale, out=out)
 
 
 # --- the stack: parameters, Adam state and members still training ------------
@@ -312,6 +431,15 @@ class Stack:
     lrs: torch.Tensor  # (K, 1)
     generators: list[torch.Generator]
 
+    def __post_init__(self):
+        # runs of rows that share a learning rate: one fused Adam call each
+        self.lr_runs = []
+        for row, lr in enumerate(self.lrs.flatten().tolist()):
+            if self.lr_runs and self.lr_runs[-1][1] == lr:
+                self.lr_runs[-1][0] = slice(self.lr_runs[-1][0].start, row + 1)
+            else:
+                self.lr_runs.append([slice(row, row + 1), lr])
+
     def keep(self, rows: list[int]) -> Stack:
         index = torch.tensor(rows, dtype=torch.long, device=self.params.device)
         return Stack(
@@ -324,14 +452,29 @@ class Stack:
         )
 
 
-def adam_step(stack: Stack, grads: torch.Tensor, step: int) -> None:
-    """One Adam update of every member, as torch.optim.Adam computes it."""
+def adam_step(stack: Stack, grads: torch.Tensor, step: torch.Tensor) -> None:
+    """One Adam update of every member, ``step`` being the count of steps so far.
+
+    This is the kernel of torch.optim.Adam(fused=True), one call per run of
+    members that share a learning rate, all K members' rows at once.
+    """
     beta1, beta2 = BETAS
-    stack.exp_avg.lerp_(grads, 1 - beta1)
-    stack.exp_avg_sq.mul_(beta2).addcmul_(grads, grads, value=1 - beta2)
-    denom = stack.exp_avg_sq.sqrt().div_(math.sqrt(1 - beta2**step)).add_(EPS)
-    step_sizes = stack.lrs / -(1 - beta1**step)
-    stack.params.addcmul_(stack.exp_avg.div(denom), step_sizes)
+    for rows, lr in stack.lr_runs:
+        torch._fused_adam_(
+            [stack.params[rows]],
+            [grads[rows]],
+            [stack.exp_avg[rows]],
+            [stack.exp_avg_sq[rows]],
+            [],
+            [step],
+            lr=lr,
+            beta1=beta1,
+            beta2=beta2,
+            weight_decay=0.0,
+            eps=EPS,
+            amsgrad=False,
+            maximize=False,
+        )
 
 
 # --- evaluation of every member at once --------------------------------------
@@ -342,7 +485,8 @@ def evaluate_stack(network, examples: Examples, num_members: int):
     """(mean NLL per digit, exact-match accuracy) of every member, as (K,) tensors."""
     features = examples.features.expand(num_members, *examples.features.shape)
     labels = examples.labels.expand(num_members, *examples.labels.shape)
-    log_probs = network.log_probs(network.prepare(features, labels))
+    whole = slice(0, len(examples))
+    log_probs = network.log_probs(network.prepare(features, labels, [whole])[0])
     loss = log_probs.gather(-1, labels.unsqueeze(-1)).flatten(1).mean(1).neg_()
     predicted = log_probs.argmax(-1)
     correct = (predicted == labels).all(-1).float().mean(-1)
@@ -444,6 +588,7 @@ class StackedRun:
         ]
         self.epoch = 0  # epochs completed
         self.step = 0  # Adam steps taken by every member still training
+        self.step_count = torch.zeros((), device=device)  # the same, for Adam
         self.network.bind(self.stack.params)
 
     def train(self, checkpoint_path=None, until_epoch=None) -> None:
@@ -475,15 +620,19 @@ class StackedRun:
         orders = torch.stack(
             [torch.randperm(len(train), generator=g) for g in stack.generators]
         ).to(self.device)
-        prepared = self.network.prepare(train.features[orders], train.labels[orders])
         batches = batch_slices(len(train), self.config.batch_size)
-        losses = torch.empty(len(batches), len(stack.members), device=self.device)
-        for index, batch in enumerate(batches):
+        prepared = self.network.prepare(
+            train.features[orders], train.labels[orders], batches
+        )
+        # mean log-likelihood of every batch and member: -loss
+        likelihoods = torch.empty(len(batches), len(stack.members), device=self.device)
+        for index, batch in enumerate(prepared):
             self.step += 1
-            losses[index], grads = self.network.loss_and_grads(prepared, batch)
-            adam_step(stack, grads, self.step)
+            self.step_count.fill_(self.step)
+            grads = self.network.loss_and_grads(batch, likelihoods[index])
+            adam_step(stack, grads, self.step_count)
         # the plain loop sums its batch losses as Python floats (doubles)
-        return losses.double().mean(0)
+        return likelihoods.double().mean(0).neg_()
 
     def finish_epoch(self, epoch_losses: torch.Tensor) -> None:
         """Record curves, then stop the members that are done, as the plain loop."""
