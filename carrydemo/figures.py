@@ -218,7 +218,9 @@ def plotly_layout(**settings) -> dict:
             "yanchor": "top",
             "y": -0.22,
             "x": 0,
-            "tracegroupgap": 2,
+            "traceorder": "normal",
+            "entrywidth": 0.5,
+            "entrywidthmode": "fraction",
         },
         "hovermode": "x unified",
     }
@@ -303,14 +305,15 @@ def learning_curves_plotly(context, curves_by_seed, first_seed, count):
             epochs, columns = curves_on_grid(curves_by_seed, key)
             median, low, high = median_band(columns)
             label = "training" if split == "train" else "validation"
-            group = f"{split}-{quantity}"
+            # each legend entry toggles its traces in both panels
+            rank = 1 if split == "train" else 2
             # the band: upper edge, then the lower edge filled up to it
             fig.add_scatter(
                 x=epochs,
                 y=high,
                 mode="lines",
                 line={"width": 0},
-                legendgroup=group,
+                legendgroup=f"{split}-band",
                 showlegend=False,
                 hoverinfo="skip",
                 row=1,
@@ -323,7 +326,8 @@ def learning_curves_plotly(context, curves_by_seed, first_seed, count):
                 line={"width": 0},
                 fill="tonexty",
                 fillcolor=_alpha(colour, 0.22),
-                legendgroup=group,
+                legendgroup=f"{split}-band",
+                legendrank=rank + 2,
                 name=f"{label}: min-max of {count} seeds",
                 showlegend=col == 1,
                 hoverinfo="skip",
@@ -335,7 +339,8 @@ def learning_curves_plotly(context, curves_by_seed, first_seed, count):
                 y=median,
                 mode="lines",
                 line={"color": colour, "width": 2},
-                legendgroup=group,
+                legendgroup=f"{split}-median",
+                legendrank=rank,
                 name=f"{label}: median",
                 showlegend=col == 1,
                 row=1,
@@ -347,7 +352,8 @@ def learning_curves_plotly(context, curves_by_seed, first_seed, count):
                 y=seed_curves[key],
                 mode="lines",
                 line={"color": colour, "width": 1, "dash": "dot"},
-                legendgroup=f"seed-{split}",
+                legendgroup=f"{split}-seed",
+                legendrank=rank + 4,
                 name=f"{label}: seed {first_seed}",
                 showlegend=col == 1,
                 visible="legendonly",
@@ -375,11 +381,14 @@ def learning_curves_matplotlib(context, curves_by_seed, count):
         ax.set_xlabel("epoch")
         if quantity == "loss":
             ax.set_yscale("log")
+            plain = matplotlib.ticker.FormatStrFormatter("%.2g")
+            ax.yaxis.set_major_formatter(plain)
+            ax.yaxis.set_minor_formatter(plain)
         else:
             ax.set_ylim(0, 1.02)
             ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
-    legend = axes[0].legend(
-        frameon=False, title=f"median, min-max band of {count} seeds"
+    legend = axes[1].legend(
+        loc="upper left", frameon=False, title=f"median, min-max band of {count} seeds"
     )
     plt.setp(legend.get_texts() + [legend.get_title()], color=style.text)
     fig.tight_layout()
@@ -711,6 +720,15 @@ def split_drawing(drawing) -> tuple[go.Figure | None, object | None]:
     return plotly_fig, mpl_fig
 
 
+def source_hashes(results_dir: Path) -> dict:
+    """The hash of every results file figures are drawn from (None: absent)."""
+    hashes = {}
+    for source in ("metrics", "manifest", "study", "bench"):
+        path = Path(results_dir) / f"{source}.json"
+        hashes[source] = file_sha256(path) if path.exists() else None
+    return hashes
+
+
 def render_figure(entry: Registered, context: FigureContext) -> dict[str, bytes]:
     """Every file of one figure, keyed by file name."""
     files = {}
@@ -748,7 +766,7 @@ def render_all(context: FigureContext) -> tuple[dict[str, bytes], dict]:
                 plt.close("all")
             files.update(produced)
             index[kind][name] = {"files": sorted(produced)}
-    index["metrics_sha256"] = file_sha256(context.results_dir / "metrics.json")
+    index["sources"] = source_hashes(context.results_dir)
     files["index.json"] = dumps(index).encode()
     return files, index
 

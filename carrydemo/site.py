@@ -38,7 +38,8 @@ from mkdocs.exceptions import PluginError
 from mkdocs.structure.files import File
 from mkdocs.utils import get_relative_url
 
-from carrydemo.results import TRAIN_COMMAND, ResultsError, file_sha256, load_metrics
+from carrydemo.figures import source_hashes
+from carrydemo.results import TRAIN_COMMAND, ResultsError, load_metrics
 
 log = logging.getLogger("mkdocs.hooks.carrydemo")
 
@@ -128,7 +129,9 @@ def load_build() -> Build:
     try:
         metrics = load_metrics(results_dir)
     except ResultsError as error:
-        raise PluginError(f"carrydemo: {error}; the site shows its numbers") from None
+        raise PluginError(
+            f"carrydemo: {error} (every number of the site comes from there)"
+        ) from None
     index_path = figures_dir / "index.json"
     if not index_path.exists():
         raise PluginError(
@@ -136,7 +139,7 @@ def load_build() -> Build:
             "(nox -s docs runs it before building)"
         )
     index = json.loads(index_path.read_text())
-    if index.get("metrics_sha256") != file_sha256(results_dir / "metrics.json"):
+    if index.get("sources") != source_hashes(results_dir):
         raise PluginError(
             f"carrydemo: the figures in {figures_dir} were drawn from other results "
             f"than {results_dir}; run `{FIGURES_COMMAND} --results {results_dir} "

@@ -10,7 +10,14 @@ import pytest
 
 from carrydemo import cli
 from carrydemo.data import examples_from_pairs, to_digits
-from carrydemo.figures import FIGURES, TABLES, fingerprint, write_figures
+from carrydemo.figures import (
+    FIGURES,
+    TABLES,
+    benchmark,
+    fingerprint,
+    load_context,
+    write_figures,
+)
 from carrydemo.models import predict
 from carrydemo.results import load_trained_model
 
@@ -101,3 +108,11 @@ def test_figures_without_results_fails_naming_train(tmp_path, capsys):
     assert "nox -s train" in stderr
     assert len(stderr.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_benchmark_rows_become_a_table(results):
+    context = load_context(results)
+    context.bench = {"rows": [{"trainer": "plain", "s": 2.5}, {"trainer": "stacked"}]}
+    made = benchmark(context)
+    assert made.columns == ["trainer", "s"]
+    assert made.rows == [["plain", "2.5"], ["stacked", ""]]

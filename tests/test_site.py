@@ -4,15 +4,25 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from mkdocs.commands import build as mkdocs_build_command
+from mkdocs.config import load_config
+from mkdocs.exceptions import Abort, PluginError
 
 from carrydemo import cli
 from carrydemo.figures import write_figures
-from carrydemo.site import Build, format_value, math_to_mathml, substitute
+from carrydemo.site import (
+    Build,
+    format_value,
+    load_build,
+    math_to_mathml,
+    substitute,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_TRAIN = ["--seeds", "0-1", "--epochs", "20", "--eval-every", "5"]
@@ -75,19 +85,35 @@ def test_site_shows_the_rnn_accuracy_of_the_run(results, figures, tmp_path):
     assert "ElmanRNN</span>" in models and "8&lt;" not in models
 
 
-def test_unknown_placeholder_fails_listing_known_names(results, figures, tmp_path):
+def build_in_process(config: Path, site: Path, results, figures, monkeypatch):
+    """Build a small site in this process (no interpreter start, no re-imports)."""
+    monkeypatch.setenv("CARRYDEMO_RESULTS", str(results))
+    monkeypatch.setenv("CARRYDEMO_FIGURES", str(figures))
+    mkdocs_build_command.build(
+        load_config(str(config), strict=True, site_dir=str(site))
+    )
+
+
+def test_unknown_placeholder_fails_listing_known_names(
+    results, figures, tmp_path, monkeypatch, caplog
+):
     config = small_site(tmp_path, "{{ figure: no_such_figure }}")
-    done = mkdocs_build(config, tmp_path / "site", results, figures)
-    assert done.returncode != 0
-    assert "no_such_figure" in done.stderr
-    assert "known figures: learning_curves_mlp, learning_curves_rnn" in done.stderr
+    with pytest.raises(Abort, match="strict mode"):
+        build_in_process(config, tmp_path / "site", results, figures, monkeypatch)
+    assert "no figure named 'no_such_figure'" in caplog.text
+    assert "known figures: learning_curves_mlp, learning_curves_rnn" in caplog.text
 
 
-def test_build_without_results_names_the_train_command(figures, tmp_path):
+def test_build_without_results_names_the_train_command(
+    figures, tmp_path, monkeypatch, caplog
+):
     config = small_site(tmp_path, "nothing")
-    done = mkdocs_build(config, tmp_path / "site", tmp_path / "none", figures)
-    assert done.returncode != 0
-    assert "nox -s train" in done.stderr
+    # mkdocs either lets the hook's error through or logs it and aborts
+    with pytest.raises((Abort, PluginError)) as stopped:
+        build_in_process(
+            config, tmp_path / "site", tmp_path / "none", figures, monkeypatch
+        )
+    assert "run `nox -s train`" in str(stopped.value) + caplog.text
 
 
 @pytest.fixture
@@ -144,3 +170,15 @@ def test_math_becomes_mathml():
     converted = math_to_mathml(page)
     assert "<math" in converted and "arithmatex" not in converted
     assert "<mo>&#x0003C;</mo>" in converted  # the escaped < survives as MathML
+
+
+def test_figures_older_than_the_results_stop_the_build(
+    results, figures, tmp_path, monkeypatch
+):
+    copied = tmp_path / "results"
+    shutil.copytree(results, copied)
+    (copied / "bench.json").write_text('{"rows": []}\n')
+    monkeypatch.setenv("CARRYDEMO_RESULTS", str(copied))
+    monkeypatch.setenv("CARRYDEMO_FIGURES", str(figures))
+    with pytest.raises(PluginError, match="python -m carrydemo figures"):
+        load_build()

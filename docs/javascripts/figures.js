@@ -64,6 +64,20 @@
     return update;
   }
 
+  // on a narrow screen: one legend column, smaller subplot titles
+  function widthLayout(div) {
+    const narrow = div.clientWidth < 560;
+    const update = {};
+    if (div.layout.legend && div.layout.legend.entrywidthmode === "fraction") {
+      update["legend.entrywidth"] = narrow ? 1 : 0.5;
+    }
+    (div.layout.annotations || []).forEach((_, i) => {
+      update["annotations[" + i + "].font.size"] = narrow ? 11 : 16;
+    });
+    div.dataset.narrow = narrow;
+    return update;
+  }
+
   async function draw(div) {
     if (div.dataset.state) return;
     div.dataset.state = "loading";
@@ -75,7 +89,11 @@
       const figure = await response.json();
       const config = { responsive: true, displaylogo: false };
       await Plotly.newPlot(div, figure.data, figure.layout, config);
-      await Plotly.relayout(div, { ...themeLayout(), ...annotationColours(div) });
+      await Plotly.relayout(div, {
+        ...themeLayout(),
+        ...annotationColours(div),
+        ...widthLayout(div),
+      });
       div.dataset.state = "drawn";
     } catch (error) {
       div.dataset.state = "failed";
@@ -89,7 +107,12 @@
       const div = entry.target;
       if (entry.contentRect.width === 0) continue;
       if (!div.dataset.state) draw(div);
-      else if (div.dataset.state === "drawn") window.Plotly.Plots.resize(div);
+      else if (div.dataset.state === "drawn") {
+        window.Plotly.Plots.resize(div);
+        if (String(div.clientWidth < 560) !== div.dataset.narrow) {
+          window.Plotly.relayout(div, widthLayout(div));
+        }
+      }
     }
   });
 
