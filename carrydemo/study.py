@@ -381,6 +381,7 @@ def pca_projection(model: ElmanRNN, examples: Examples) -> dict:
 
 
 def rounded(tensor: torch.Tensor):
+    """Nested lists of floats at 4 decimals, small enough for study.json."""
     return (
         [round(v, 4) for v in tensor.flatten().tolist()]
         if tensor.dim() <= 1
