@@ -505,6 +505,6 @@ def study_recipe(context: FigureContext) -> Table:
     ]
     note = "Median / best seed on longer random sums: " + ", ".join(
         f"{n} digits {v['exact_match']['median']:.1%} / {v['exact_match']['max']:.1%}"
-        for n, v in lengths.items()
+        for n, v in sorted(lengths.items(), key=lambda item: int(item[0]))
     )
     return Table(["seed", "exact on all 10⁶ pairs", "epochs run"], rows, note=note)
