@@ -44,6 +44,13 @@ def docs(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def study(session: nox.Session) -> None:
+    """Run the study beyond the article into build/results/study.json."""
+    install(session)
+    session.run("python", "-m", "carrydemo", "study", *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def serve(session: nox.Session) -> None:
     """Preview the site with live reload on http://127.0.0.1:8000 (never trains)."""
     install(session, "docs")

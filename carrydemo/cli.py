@@ -179,13 +179,15 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-# Commands kept in modules of their own: name -> (module, help). A module has
-# add_arguments(parser) and run(args), and may have check_arguments(args),
-# called before anything is written. It is imported only when its command is
-# chosen, so that one command's imports (plotly, PyTorch) slow no other.
+# Commands kept in modules of their own: name -> (module, help, whether it
+# needs trained results). A module has add_arguments(parser) and run(args), and
+# may have check_arguments(args), called before anything is written. It is
+# imported only when its command is chosen, so that one command's imports
+# (plotly, PyTorch) slow no other.
 COMMANDS = {
-    "figures": ("carrydemo.figures", "draw the site's figures"),
-    "bench": ("carrydemo.bench", "time plain vs stacked"),
+    "figures": ("carrydemo.figures", "draw the site's figures", True),
+    "bench": ("carrydemo.bench", "time plain vs stacked", False),
+    "study": ("carrydemo.study", "run the study beyond the article", False),
 }
 
 
@@ -200,7 +202,7 @@ def build_parser(chosen: str | None = None) -> ArgumentParser:
         "train", help="train the models and write build/results/"
     )
     add_train_arguments(train)
-    for name, (module, help_text) in COMMANDS.items():
+    for name, (module, help_text, _) in COMMANDS.items():
         command = commands.add_parser(name, help=help_text)
         if chosen in (None, name):
             importlib.import_module(module).add_arguments(command)
@@ -214,18 +216,19 @@ def chosen_command(argv: list[str]) -> str | None:
 
 
 def run_module_command(args) -> int:
-    """Check the folders, take the build/ lock if it writes, and run it."""
-    module = importlib.import_module(COMMANDS[args.command][0])
+    """Check the options and folders, take the build/ lock, and run it."""
+    module_name, _, needs_results = COMMANDS[args.command]
+    module = importlib.import_module(module_name)
     if hasattr(module, "check_arguments"):
         module.check_arguments(args)
-    if hasattr(args, "results"):
-        load_metrics(args.results)  # damaged or stale results stop it here
-    if not hasattr(args, "out"):
-        return module.run(args)
-    # an output file (bench.json) shares the lock of the folder that holds it
-    is_file = bool(args.out.suffix)
-    check_out_dir(args.out, is_file)
-    with results_lock(args.out.parent if is_file else args.out, wait=args.wait):
+    if needs_results:
+        load_metrics(args.results)  # missing, damaged or stale results stop here
+    # it writes to --out, or else into the results folder (study.json); an
+    # output file (bench.json) shares the lock of the folder that holds it
+    target = args.out if hasattr(args, "out") else args.results
+    is_file = bool(target.suffix)
+    check_out_dir(target, is_file)
+    with results_lock(target.parent if is_file else target, wait=args.wait):
         return module.run(args)
 
 
