@@ -188,6 +188,11 @@ COMMANDS = {
     "figures": ("carrydemo.figures", "draw the site's figures", True),
     "bench": ("carrydemo.bench", "time plain vs stacked", False),
     "study": ("carrydemo.study", "run the study beyond the article", False),
+    "webexport": (
+        "carrydemo.webexport",
+        "write the trained models as JSON for the Try it page",
+        True,
+    ),
 }
 
 
