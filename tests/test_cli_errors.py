@@ -278,3 +278,27 @@ def test_a_bad_bench_option_gets_one_line_and_status_2(tmp_path, options, expect
     result = run_cli("bench", "--epochs", "1", *options, cwd=tmp_path)
     assert_one_clear_line(result, expected)
     assert listing(tmp_path) == ["a-file"]
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        (["--results", "missing"], str(Path("missing") / "metrics.json")),
+        (["--out", "a-file/models.json"], "'a-file'"),
+        (["--bogus"], "--bogus"),
+    ],
+)
+def test_a_bad_webexport_option_gets_one_line_and_status_2(
+    zygote, tiny_results, tmp_path, options, expected
+):
+    (tmp_path / "a-file").write_text("not a folder")
+    shutil.copytree(tiny_results, tmp_path / "results")
+    before = listing(tmp_path)
+    arguments = ["webexport", "--results", "results", "--out", "web/models.json"]
+    pid = zygote.start([*arguments, *options], tmp_path, {}, tmp_path / "log")
+    status, output = zygote.wait(pid), (tmp_path / "log").read_text()
+    (tmp_path / "log").unlink()
+    assert status == 2, output
+    assert len(output.splitlines()) == 1 and "Traceback" not in output
+    assert expected in output
+    assert listing(tmp_path) == before
