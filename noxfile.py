@@ -29,11 +29,25 @@ def train(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Time the plain loop against the stacked trainer into build/results/bench.json."""
+    install(session)
+    session.run("python", "-m", "carrydemo", "bench", *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def docs(session: nox.Session) -> None:
     """Draw the figures and build the site into build/site (never trains)."""
     install(session, "docs")
     session.run("python", "-m", "carrydemo", "figures")
     session.run("mkdocs", "build", "--strict", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def study(session: nox.Session) -> None:
+    """Run the study beyond the article into build/results/study.json."""
+    install(session)
+    session.run("python", "-m", "carrydemo", "study", *session.posargs)
 
 
 @nox.session(python=PYTHON)

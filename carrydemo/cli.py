@@ -3,21 +3,30 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
+import math
 import platform
+import re
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import torch
-
-from carrydemo import figures, webexport
+# No PyTorch up here: it takes seconds to load, and bad input should be
+# reported at once. The commands import it when they start working.
+from carrydemo import engines
 from carrydemo.config import ConfigError, TrainConfig, parse_seeds
-from carrydemo.data import article_splits
-from carrydemo.models import count_parameters
-from carrydemo.results import DEFAULT_RESULTS_DIR, ResultsError, write_results
-from carrydemo.train import resolve_device, seeded_model, train_plain
+from carrydemo.results import (
+    DEFAULT_RESULTS_DIR,
+    ResultsError,
+    checkpoint_for_tests,
+    load_metrics,
+    remove_stale_staging,
+    results_lock,
+    write_results,
+)
 
 log = logging.getLogger("carrydemo")
 DEFAULTS = TrainConfig()
@@ -25,6 +34,12 @@ DEFAULTS = TrainConfig()
 
 class ArgumentParser(argparse.ArgumentParser):
     """argparse that reports a bad option in one line and exits with status 2."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Read "-1e-4" and "-inf" as values (to be refused as numbers out of
+        # range), not as unknown options that swallow the value before them.
+        self._negative_number_matcher = re.compile(r"^-(\d|\.\d|inf|nan)", re.I)
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
@@ -120,9 +135,70 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_RESULTS_DIR,
         help=f"results folder (default: {DEFAULT_RESULTS_DIR})",
     )
+    add_engine_arguments(parser)
+    add_wait_argument(parser)
 
 
-def build_parser() -> ArgumentParser:
+def add_wait_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--wait",
+        action="store_true",
+        help="if another command is writing results, wait for it (default: stop)",
+    )
+
+
+def check_out_dir(path: Path, is_file: bool = False) -> None:
+    """Refuse an output folder (or file) that lies under a file, before work."""
+    for folder in path.parents if is_file else (path, *path.parents):
+        if folder.exists() and not folder.is_dir():
+            raise ConfigError(
+                f"--out {str(path)!r}: {str(folder)!r} is a file, not a folder"
+            )
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--engine",
+        choices=("stacked", "plain"),
+        default="stacked",
+        help="stacked: all seeds of a model in one run; plain: the reference "
+        "loop, one model at a time (default: stacked)",
+    )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=0,
+        help="processes, one model each (default: 0: one per model up to the "
+        "idle CPUs for runs of 2000 epochs or more, else one)",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="train even when the results are up to date with the configuration "
+        "and the training code",
+    )
+
+
+# Commands kept in modules of their own: name -> (module, help, whether it
+# needs trained results). A module has add_arguments(parser) and run(args), and
+# may have check_arguments(args), called before anything is written. It is
+# imported only when its command is chosen, so that one command's imports
+# (plotly, PyTorch) slow no other.
+COMMANDS = {
+    "figures": ("carrydemo.figures", "draw the site's figures", True),
+    "bench": ("carrydemo.bench", "time plain vs stacked", False),
+    "study": ("carrydemo.study", "run the study beyond the article", False),
+    "webexport": (
+        "carrydemo.webexport",
+        "write the trained models as JSON for the Try it page",
+        True,
+    ),
+}
+
+
+def build_parser(chosen: str | None = None) -> ArgumentParser:
+    """The parser; of the module commands only ``chosen`` gets its options
+    (all of them when ``chosen`` is None)."""
     parser = ArgumentParser(prog="carrydemo", description=__doc__.split(":")[0] + ".")
     commands = parser.add_subparsers(
         dest="command", required=True, parser_class=ArgumentParser
@@ -131,11 +207,34 @@ def build_parser() -> ArgumentParser:
         "train", help="train the models and write build/results/"
     )
     add_train_arguments(train)
-    figures.add_arguments(
-        commands.add_parser("figures", help="draw the site's figures")
-    )
-    webexport.add_arguments(commands.add_parser("webexport", help=webexport.HELP))
+    for name, (module, help_text, _) in COMMANDS.items():
+        command = commands.add_parser(name, help=help_text)
+        if chosen in (None, name):
+            importlib.import_module(module).add_arguments(command)
+            add_wait_argument(command)
     return parser
+
+
+def chosen_command(argv: list[str]) -> str | None:
+    """The subcommand: the first argument that is not an option."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
+
+
+def run_module_command(args) -> int:
+    """Check the options and folders, take the build/ lock, and run it."""
+    module_name, _, needs_results = COMMANDS[args.command]
+    module = importlib.import_module(module_name)
+    if hasattr(module, "check_arguments"):
+        module.check_arguments(args)
+    if needs_results:
+        load_metrics(args.results)  # missing, damaged or stale results stop here
+    # it writes to --out, or else into the results folder (study.json); an
+    # output file (bench.json) shares the lock of the folder that holds it
+    target = args.out if hasattr(args, "out") else args.results
+    is_file = bool(target.suffix)
+    check_out_dir(target, is_file)
+    with results_lock(target.parent if is_file else target, wait=args.wait):
+        return module.run(args)
 
 
 def config_from_args(args) -> TrainConfig:
@@ -155,21 +254,56 @@ def config_from_args(args) -> TrainConfig:
 
 
 def run_train(args) -> int:
+    config, jobs = check_train_arguments(args)
+    with results_lock(args.out, wait=args.wait):
+        remove_stale_staging(args.out)
+        return train_and_write(config, args, jobs)
+
+
+def check_train_arguments(args) -> tuple[TrainConfig, int]:
+    """Refuse bad options before anything is written; return config and jobs."""
     config = config_from_args(args)
+    try:
+        jobs = engines.number_of_jobs(args.jobs, config)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    check_out_dir(args.out)
+    check_device(config.device)
+    return config, jobs
+
+
+def check_device(name: str) -> None:
+    """Refuse cuda where there is none before anything is written."""
+    if name != "cpu":
+        from carrydemo.train import resolve_device
+
+        resolve_device(name)
+
+
+def train_and_write(config: TrainConfig, args, jobs: int) -> int:
+    import torch
+
+    from carrydemo.data import article_splits
+    from carrydemo.models import count_parameters
+    from carrydemo.train import resolve_device, seeded_model
+
     device = resolve_device(config.device)
     torch.set_num_threads(config.threads)
     splits = article_splits(config.num_digits, config.data_seed)
+    if not args.force and engines.results_are_current(args.out, config, args.engine):
+        log.info("%s is up to date; --force retrains", args.out)
+        return 0
     started = time.perf_counter()
 
     # train every model and seed
-    runs_by_model, parameters = {}, {}
+    checkpoint_for_tests("training")
+    runs_by_model = engines.train_models(config, args.engine, jobs, args.out)
+    parameters = {}
     for name in config.models:
         model = seeded_model(name, 0, config.num_digits, config.hidden_size)
         parameters[name] = count_parameters(model)
-        runs_by_model[name] = [
-            train_plain(name, seed, config, splits) for seed in config.seeds
-        ]
         for run in runs_by_model[name]:
+            report_non_finite(run)
             log.info(
                 "%s seed %d: test %d/%d = %.2f%% after %d epochs (%s)",
                 name,
@@ -184,14 +318,30 @@ def run_train(args) -> int:
     # write everything in one step
     wall_time = time.perf_counter() - started
     manifest = build_manifest(config, device, wall_time)
+    manifest.update(engine=args.engine, processes=jobs)
     write_results(args.out, config, runs_by_model, parameters, manifest)
+    engines.remove_checkpoints(args.out, config, args.engine)
     log.info("wrote %s in %.1f s", args.out, wall_time)
     return 0
 
 
-def build_manifest(config: TrainConfig, device: torch.device, wall_time: float) -> dict:
+def report_non_finite(run) -> None:
+    """Say which member diverged, and when; the other members are kept."""
+    if run.stop_reason == "non_finite" or not math.isfinite(run.final_train_loss):
+        log.warning(
+            "%s seed %d: training loss became %r at epoch %d; "
+            "kept as a failed run (stop_reason non_finite), the others go on",
+            run.model,
+            run.seed,
+            run.final_train_loss,
+            run.epochs_run,
+        )
+
+
+def build_manifest(config: TrainConfig, device, wall_time: float) -> dict:
     import numpy
     import safetensors
+    import torch
 
     from carrydemo.results import training_code_hash
 
@@ -234,19 +384,29 @@ def git_commit() -> str | None:
     return commit + ("-dirty" if dirty.strip() else "")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that the same clean-up runs."""
+
+
+def raise_terminated(signum, frame):
+    raise Terminated
+
+
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(chosen_command(argv) or "").parse_args(argv)
+    previous_handler = signal.signal(signal.SIGTERM, raise_terminated)
     try:
-        commands = {
-            "train": run_train,
-            "figures": figures.run,
-            "webexport": webexport.run,
-        }
-        return commands[args.command](args)
+        if args.command == "train":
+            return run_train(args)
+        return run_module_command(args)
     except (ConfigError, ResultsError) as error:
         print(f"carrydemo: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("carrydemo: interrupted; earlier results are unchanged", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interrupt:
+        name = "terminated" if isinstance(interrupt, Terminated) else "interrupted"
+        print(f"carrydemo: {name}; earlier results are unchanged", file=sys.stderr)
+        return 143 if isinstance(interrupt, Terminated) else 130
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)

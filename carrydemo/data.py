@@ -23,9 +23,8 @@ from dataclasses import dataclass
 
 import torch
 
-# The split is drawn from its own generator, seeded apart from every model
-# seed, so that changing a model setting never moves an example between splits.
-DATA_SEED = 20240601
+from carrydemo.config import DATA_SEED
+
 ARTICLE_NUM_EXAMPLES = 1000
 ARTICLE_SPLIT = (500, 100, 400)  # training, validation, test; taken in order
 

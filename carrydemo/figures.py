@@ -73,6 +73,7 @@ from carrydemo.results import (  # noqa: E402
     TRAIN_COMMAND,
     ResultsError,
     dumps,
+    exchange_directories,
     file_sha256,
     load_curves,
     load_metrics,
@@ -782,14 +783,16 @@ def write_figures(results_dir: Path, out_dir: Path) -> dict:
             write_bytes(staging / name, payload)
             os.chmod(staging / name, 0o644)
         os.chmod(staging, 0o755)
-        if out_dir.exists():
+        # swapped in one step where the system allows it, so that the site
+        # never finds the folder missing; staging then holds the old figures
+        if not out_dir.exists():
+            os.rename(staging, out_dir)
+        elif not exchange_directories(staging, out_dir):
             old = out_dir.with_name(f".{out_dir.name}.old")
             shutil.rmtree(old, ignore_errors=True)
             os.rename(out_dir, old)
             os.rename(staging, out_dir)
             shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return index

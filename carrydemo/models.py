@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from carrydemo.config import MODEL_NAMES
+
 NUM_CLASSES = 10  # decimal digits
 FEATURE_SIZE = 2  # one digit of a and one digit of b per time step
 
@@ -93,9 +95,6 @@ class ElmanRNN(nn.Module):
 
 
 # --8<-- [end:rnn]
-
-
-MODEL_NAMES = ("mlp", "rnn")
 
 
 def build_model(

@@ -14,23 +14,32 @@ that is stopped at any moment leaves the previous results as they were.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import json
+import math
 import os
 import shutil
 import statistics
 import tempfile
+import time
 from pathlib import Path
 
-from safetensors.torch import load_file, save_file
+import filelock
 
-SCHEMA_VERSION = 1
+# 2: metrics.json carries a hash of its own content.
+SCHEMA_VERSION = 2
 DEFAULT_RESULTS_DIR = Path("build/results")
 TRAIN_COMMAND = "nox -s train"
 PACKAGE_DIR = Path(__file__).parent
 # The files whose content decides what a training run computes.
 TRAINING_CODE = ("config.py", "data.py", "models.py", "train.py", "stacked.py")
+LOCK_NAME = ".carrydemo.lock"
+STAGING_INFIX = ".partial-"
+# Tests set these to stop a run at a known point (see tests/test_interrupts.py).
+TEST_MARKER_DIR_ENV = "CARRYDEMO_TEST_MARKER_DIR"
+TEST_PAUSE_ENV = "CARRYDEMO_TEST_PAUSE_AT"
 
 
 class ResultsError(RuntimeError):
@@ -73,6 +82,66 @@ def write_bytes(path: Path, payload: bytes) -> None:
     os.replace(f.name, path)
 
 
+def finite_or_none(value):
+    """JSON has no NaN or infinity: a diverged value is written as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def content_hash(metrics: dict) -> str:
+    """Hash of metrics.json without its own hash field, to detect hand edits."""
+    body = {key: value for key, value in metrics.items() if key != "content_hash"}
+    return hashlib.sha256(dumps(body).encode()).hexdigest()
+
+
+@contextlib.contextmanager
+def results_lock(out_dir: Path, wait: bool = False):
+    """Hold the lock of the folder that holds ``out_dir`` for one writing command.
+
+    Every command that writes under build/ takes it, so two runs never
+    interleave their files. Without ``wait`` a second run stops at once.
+    """
+    lock_path = Path(out_dir).parent / LOCK_NAME
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    lock = filelock.FileLock(lock_path, timeout=-1 if wait else 0)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        raise ResultsError(
+            f"another carrydemo command is writing under {lock_path.parent} "
+            f"(lock {lock_path}); wait for it, or pass --wait"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def remove_stale_staging(out_dir: Path) -> list[Path]:
+    """Delete staging folders that a killed run left beside ``out_dir``.
+
+    Call it only while holding ``results_lock``: then no live run owns them.
+    """
+    out_dir = Path(out_dir)
+    if not out_dir.parent.exists():
+        return []
+    stale = sorted(out_dir.parent.glob(f".{out_dir.name}{STAGING_INFIX}*"))
+    stale += [p for p in [out_dir.with_name(out_dir.name + ".previous")] if p.exists()]
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return stale
+
+
+def checkpoint_for_tests(stage: str) -> None:
+    """Mark that a run reached ``stage`` and pause there, when a test asks to."""
+    marker_dir = os.environ.get(TEST_MARKER_DIR_ENV)
+    if marker_dir:
+        Path(marker_dir, stage).touch()
+    if os.environ.get(TEST_PAUSE_ENV) == stage:
+        time.sleep(60)
+
+
 def summarize(values: list[float]) -> dict:
     """Mean, standard deviation (n - 1), median, min and max of ``values``."""
     return {
@@ -89,6 +158,12 @@ def weights_name(model: str, seed: int) -> str:
     return f"weights/{model}-seed{seed}.safetensors"
 
 
+def weights_metadata(model: str, seed: int) -> dict:
+    """One key only: safetensors writes several in a random order per call,
+    which would make two runs' weights files differ in their bytes."""
+    return {"carrydemo": json.dumps({"model": model, "seed": seed}, sort_keys=True)}
+
+
 def model_metrics(runs, parameters: int) -> dict:
     """The metrics of one model: its first seed's outcome, then every seed's."""
     first = runs[0]
@@ -98,7 +173,7 @@ def model_metrics(runs, parameters: int) -> dict:
         "seed": first.seed,
         "test_accuracy": first.test_accuracy,
         "epochs_run": first.epochs_run,
-        "final_train_loss": first.final_train_loss,
+        "final_train_loss": finite_or_none(first.final_train_loss),
         "stop_reason": first.stop_reason,
         "test_accuracy_summary": summarize(accuracies),
         "runs": [
@@ -106,7 +181,7 @@ def model_metrics(runs, parameters: int) -> dict:
                 "seed": run.seed,
                 "test_accuracy": run.test_accuracy,
                 "epochs_run": run.epochs_run,
-                "final_train_loss": run.final_train_loss,
+                "final_train_loss": finite_or_none(run.final_train_loss),
                 "stop_reason": run.stop_reason,
                 "weights": weights_name(run.model, run.seed),
             }
@@ -119,10 +194,12 @@ def write_results(
     out_dir: Path, config, runs_by_model: dict, parameters: dict, manifest: dict
 ) -> None:
     """Write a complete results folder to ``out_dir``, replacing it atomically."""
+    from safetensors.torch import save_file
+
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(
-        tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.partial-")
+        tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}{STAGING_INFIX}")
     )
     try:
         # weights first: metrics.json records their hashes
@@ -134,13 +211,14 @@ def write_results(
                 save_file(
                     run.state,
                     staging / name,
-                    metadata={"model": run.model, "seed": str(run.seed)},
+                    metadata=weights_metadata(run.model, run.seed),
                 )
                 files[name] = file_sha256(staging / name)
+        checkpoint_for_tests("staging")
 
         # learning curves, then the metrics that tie everything together
         curves = {
-            model: {str(run.seed): run.curves for run in runs}
+            model: {str(run.seed): finite_curves(run.curves) for run in runs}
             for model, runs in runs_by_model.items()
         }
         write_json(staging / "curves.json", curves)
@@ -155,11 +233,20 @@ def write_results(
             },
             "files": files,
         }
+        metrics["content_hash"] = content_hash(metrics)
         write_json(staging / "metrics.json", metrics)
         write_json(staging / "manifest.json", manifest)
+        checkpoint_for_tests("publish")
         publish_directory(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def finite_curves(curves: dict) -> dict:
+    return {
+        key: [finite_or_none(value) for value in values]
+        for key, values in curves.items()
+    }
 
 
 def publish_directory(staging: Path, destination: Path) -> None:
@@ -181,16 +268,18 @@ def publish_directory(staging: Path, destination: Path) -> None:
             shutil.copytree(entry, target, copy_function=os.link)
         else:
             os.link(entry, target)
-    if not _exchange(staging, destination):
+    if not exchange_directories(staging, destination):
         backup = destination.with_name(destination.name + ".previous")
         shutil.rmtree(backup, ignore_errors=True)
         os.rename(destination, backup)
         os.rename(staging, destination)
         staging = backup
+    checkpoint_for_tests("swapped")
     shutil.rmtree(staging, ignore_errors=True)
 
 
-def _exchange(a: Path, b: Path) -> bool:
+def exchange_directories(a: Path, b: Path) -> bool:
+    """Swap two folders in one step (Linux renameat2); False where unsupported."""
     rename_exchange = 2
     try:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -216,19 +305,22 @@ def load_metrics(
         metrics = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ResultsError(
-            f"{path} is damaged ({error}); run `{TRAIN_COMMAND} -- --force`"
+            f"{path} is damaged ({error}); run `{TRAIN_COMMAND}`"
         ) from None
     if not isinstance(metrics, dict) or metrics.get("schema_version") != SCHEMA_VERSION:
         raise ResultsError(
-            f"{path} was written by another version of carrydemo; "
-            f"run `{TRAIN_COMMAND} -- --force`"
+            f"{path} was written by another version of carrydemo; run `{TRAIN_COMMAND}`"
+        )
+    if metrics.get("content_hash") != content_hash(metrics):
+        raise ResultsError(
+            f"{path} was edited or damaged after it was written "
+            f"(its content hash does not match); run `{TRAIN_COMMAND}`"
         )
     for name, digest in metrics.get("files", {}).items():
         file = results_dir / name
         if not file.exists() or file_sha256(file) != digest:
             raise ResultsError(
-                f"{file} is missing or does not match {path}; "
-                f"run `{TRAIN_COMMAND} -- --force`"
+                f"{file} is missing or does not match {path}; run `{TRAIN_COMMAND}`"
             )
     if check_code and metrics.get("code_hash") != training_code_hash():
         raise ResultsError(
@@ -243,7 +335,16 @@ def load_curves(results_dir: Path = DEFAULT_RESULTS_DIR) -> dict:
 
 def load_weights(results_dir: Path, model: str, seed: int) -> dict:
     """Load one model's tensors; safetensors never executes code."""
-    return load_file(Path(results_dir) / weights_name(model, seed))
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(results_dir) / weights_name(model, seed)
+    try:
+        return load_file(path)
+    except (OSError, SafetensorError) as error:
+        raise ResultsError(
+            f"{path} cannot be read as safetensors ({error}); run `{TRAIN_COMMAND}`"
+        ) from None
 
 
 def load_trained_model(results_dir: Path, model: str, seed: int | None = None):
@@ -259,5 +360,13 @@ def load_trained_model(results_dir: Path, model: str, seed: int | None = None):
     network = build_model(
         model, num_digits=config["num_digits"], hidden_size=config["hidden_size"]
     )
-    network.load_state_dict(load_weights(results_dir, model, seed))
+    path = Path(results_dir) / weights_name(model, seed)
+    state = load_weights(results_dir, model, seed)
+    try:
+        network.load_state_dict(state)
+    except RuntimeError as error:
+        detail = " ".join(str(error).split())
+        raise ResultsError(
+            f"{path} does not fit the {model} model ({detail}); run `{TRAIN_COMMAND}`"
+        ) from None
     return network.eval()
