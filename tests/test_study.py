@@ -23,9 +23,11 @@ from carrydemo.models import ElmanRNN, count_parameters
 from carrydemo.probe import probe_accuracy
 from carrydemo.stacked import StackedRun
 from carrydemo.study import (
+    AllPairs,
     balanced_examples,
     embed_state,
     rnn_from_state,
+    seeds_section,
     shrink_state,
 )
 from carrydemo.train import seeded_model
@@ -229,6 +231,17 @@ def test_study_pages_without_results_say_which_command_makes_them(
 
 
 # --- the command --------------------------------------------------------------
+
+
+def test_seeds_section_reads_every_seed_of_a_training_run(tmp_path):
+    train = ["train", "--epochs", "2", "--seeds", "0-1", "--jobs", "1"]
+    assert main([*train, "--out", str(tmp_path)]) == 0
+    section = seeds_section(tmp_path, AllPairs())
+    assert section["available"] is True
+    for name, model in section["models"].items():
+        assert model["seeds"] == [0, 1]
+        assert model["seeds_above_article"] + model["seeds_at_or_below_article"] == 2
+        assert 0 <= model["exhaustive_exact_match"]["mean"] <= 1, name
 
 
 def test_quick_study_writes_every_section(tmp_path):
