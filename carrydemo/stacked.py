@@ -144,39 +144,46 @@ class StackedRNN:
                 RNNGroup(run, num_members, num_steps, self.hidden_size, features.device)
                 for run in equal_size_runs(batches, num_examples)
             ]
-        prepared = []
-        for group in self.buffers[key]:
+        prepared, self.groups = [], self.buffers[key]
+        for group in self.groups:
             group.fill(features, labels)
             prepared.extend(group.batches)
         return prepared
 
-    def forward(self, batch: RNNBatch) -> torch.Tensor:
-        """Log-probabilities (K, 10, T*B) of one prepared batch."""
+    def logits(self, batch: RNNBatch) -> torch.Tensor:
+        """Logits (K, 10, T*B) of one prepared batch, kept in ``batch.logits``."""
         # the recurrence: step t writes h_t into the rows of step t + 1;
         # tanh into a strided output measured slower than tanh, then copy
         for inputs, hidden in zip(batch.steps, batch.hidden, strict=True):
             hidden.copy_(torch.bmm(inputs, self.recurrent_t).tanh_())
 
         # read-out of every step from the rows [h_t, 1], classes second
-        logits = torch.bmm(self.readout, batch.states_t)
-        return torch.log_softmax(logits, 1)
+        return torch.bmm(self.readout, batch.states_t, out=batch.logits)
 
     def log_probs(self, batch: RNNBatch) -> torch.Tensor:
         """Log-probabilities of one prepared batch, shaped (K, B, T, 10)."""
         num_members, num_steps, batch_size = batch.shape
-        log_probs = self.forward(batch)
+        log_probs = torch.log_softmax(self.logits(batch), 1)
         log_probs = log_probs.view(num_members, NUM_CLASSES, num_steps, batch_size)
         return log_probs.permute(0, 3, 2, 1)
 
-    def loss_and_grads(self, batch: RNNBatch, log_likelihood: torch.Tensor):
-        """Gradients (K, P) of one prepared batch; its summed log-likelihood
-        goes into ``log_likelihood`` (K,)."""
-        log_probs = self.forward(batch)
-        d_logits = nll_and_gradient(log_probs, batch, 1, log_likelihood)
+    def gradients(self, batch: RNNBatch) -> torch.Tensor:
+        """Gradients (K, P) of the mean NLL of one prepared batch."""
+        d_logits = softmax_minus_targets(self.logits(batch), batch.one_hot, 1)
 
-        # read-out layer
-        d_readout = torch.bmm(d_logits, batch.states)
-        torch.bmm(d_logits.transpose(1, 2), self.w_out, out=batch.d_states)
+        # read-out layer; 1/n of the mean comes in as the products' alpha
+        scale = 1.0 / batch.one_hot[0, 0].numel()
+        d_readout = torch.baddbmm(
+            batch.d_readout, d_logits, batch.states, beta=0, alpha=scale
+        )
+        torch.baddbmm(
+            batch.d_states,
+            d_logits.transpose(1, 2),
+            self.w_out,
+            beta=0,
+            alpha=scale,
+            out=batch.d_states,
+        )
 
         # backpropagation through time, last step first; d_states becomes d_pre
         d_steps, hidden = batch.d_steps, batch.hidden
@@ -188,6 +195,15 @@ class StackedRNN:
         # every recurrent weight and both biases in one product
         d_recurrent = torch.bmm(batch.d_pre_t, batch.inputs)
         return torch.cat([d_recurrent.flatten(1), d_readout.flatten(1)], 1)
+
+    def batch_log_likelihoods(self) -> torch.Tensor:
+        """Summed log-likelihood (batches, K) of every batch of the last epoch
+        prepared, from the logits that its step computed."""
+        sums = [
+            summed_log_likelihood(group.logits, group.labels, 2)
+            for group in self.groups
+        ]
+        return torch.cat(sums)
 
 
 class RNNGroup:
@@ -204,9 +220,11 @@ class RNNGroup:
         self.labels = torch.zeros(shape, dtype=torch.long, device=device)
         shape = (self.count, num_members, NUM_CLASSES, num_steps * self.size)
         self.one_hot = torch.zeros(shape, device=device)
+        self.logits = torch.zeros(shape, device=device)
+        buffers = (self.rows, self.labels, self.one_hot, self.logits)
         self.batches = [
-            RNNBatch(*buffers, hidden_size)
-            for buffers in zip(self.rows, self.labels, self.one_hot, strict=True)
+            RNNBatch(*batch_buffers, hidden_size)
+            for batch_buffers in zip(*buffers, strict=True)
         ]
 
     def fill(self, features: torch.Tensor, labels: torch.Tensor) -> None:
@@ -233,11 +251,12 @@ class RNNBatch:
     (K, 1, T*B) and one-hot targets (K, 10, T*B) are time-major too.
     """
 
-    def __init__(self, rows, labels, one_hot, hidden_size):
+    def __init__(self, rows, labels, one_hot, logits, hidden_size):
         num_members, num_slots, batch_size, width = rows.shape
         hidden = slice(FEATURE_SIZE, FEATURE_SIZE + hidden_size)
         self.shape = (num_members, num_slots - 1, batch_size)
-        self.labels, self.one_hot = labels, one_hot
+        self.labels, self.one_hot, self.logits = labels, one_hot, logits
+        self.d_readout = rows.new_empty(num_members, NUM_CLASSES, width - 3)
         self.steps = [rows[:, step] for step in range(num_slots - 1)]
         self.hidden = [rows[:, step, :, hidden] for step in range(1, num_slots)]
         # [h_t, 1] of every step, and the inputs of every step, as views
@@ -299,78 +318,114 @@ class StackedMLP:
         """
         key = (features.shape, tuple((b.start, b.stop) for b in batches))
         if key not in self.buffers:
-            self.buffers[key] = MLPEpoch(
-                features.shape, batches, self.hidden_size, features.device
-            )
-        epoch = self.buffers[key]
-        epoch.fill(features, labels)
-        return epoch.batches
+            num_members, num_examples, num_steps, _ = features.shape
+            self.buffers[key] = [
+                MLPGroup(run, num_members, num_steps, self.hidden_size, features.device)
+                for run in equal_size_runs(batches, num_examples)
+            ]
+        prepared, self.groups = [], self.buffers[key]
+        for group in self.groups:
+            group.fill(features, labels)
+            prepared.extend(group.batches)
+        return prepared
 
-    def forward(self, batch: MLPBatch) -> torch.Tensor:
-        """Log-probabilities (K, T, 10, B) of one prepared batch."""
+    def logits(self, batch: MLPBatch) -> torch.Tensor:
+        """Logits (K, 10T, B) of one prepared batch, kept in ``batch.logits``."""
         pre = torch.bmm(batch.inputs, self.hidden_t)
         torch.clamp_min(pre, 0.0, out=batch.relu)
-        logits = torch.bmm(self.output, batch.hidden_t)  # (K, 10T, B)
-        logits = logits.view(self.num_members, -1, NUM_CLASSES, batch.size)
-        return torch.log_softmax(logits, 2)
+        return torch.bmm(self.output, batch.hidden_t, out=batch.logits)
 
     def log_probs(self, batch: MLPBatch) -> torch.Tensor:
         """Log-probabilities of one prepared batch, shaped (K, B, T, 10)."""
-        return self.forward(batch).permute(0, 3, 1, 2)
+        logits = self.logits(batch).view(batch.one_hot.shape)  # (K, T, 10, B)
+        return torch.log_softmax(logits, 2).permute(0, 3, 1, 2)
 
-    def loss_and_grads(self, batch: MLPBatch, log_likelihood: torch.Tensor):
-        """Gradients (K, P) of one prepared batch; its summed log-likelihood
-        goes into ``log_likelihood`` (K,)."""
-        log_probs = self.forward(batch)
-        d_logits = nll_and_gradient(log_probs, batch, 2, log_likelihood)
+    def gradients(self, batch: MLPBatch) -> torch.Tensor:
+        """Gradients (K, P) of the mean NLL of one prepared batch."""
+        logits = self.logits(batch).view(batch.one_hot.shape)
+        d_logits = softmax_minus_targets(logits, batch.one_hot, 2)
         d_logits = d_logits.flatten(1, 2)  # (K, 10T, B)
 
-        # output layer, then the hidden layer through the ReLU
-        d_output = torch.bmm(d_logits, batch.hidden)
-        d_hidden = torch.bmm(d_logits.transpose(1, 2), self.w_out)
+        # output layer, then the hidden layer through the ReLU; 1/n of the
+        # mean comes in as the products' alpha
+        scale = 1.0 / batch.labels[0].numel()
+        d_output = torch.baddbmm(
+            batch.d_output, d_logits, batch.hidden, beta=0, alpha=scale
+        )
+        d_hidden = torch.baddbmm(
+            batch.d_hidden, d_logits.transpose(1, 2), self.w_out, beta=0, alpha=scale
+        )
         d_pre = torch.ops.aten.threshold_backward(d_hidden, batch.relu, 0)
         d_hidden_layer = torch.bmm(d_pre.transpose(1, 2), batch.inputs)
         return torch.cat([d_hidden_layer.flatten(1), d_output.flatten(1)], 1)
 
+    def batch_log_likelihoods(self) -> torch.Tensor:
+        """Summed log-likelihood (batches, K) of every batch of the last epoch
+        prepared, from the logits that its step computed."""
+        sums = [
+            summed_log_likelihood(
+                group.logits.view(group.one_hot.shape), group.labels, 3
+            )
+            for group in self.groups
+        ]
+        return torch.cat(sums)
 
-class MLPEpoch:
-    """The MLP's buffers for one epoch, filled anew every epoch."""
 
-    def __init__(self, shape, batches, hidden_size, device):
-        num_members, num_examples, num_steps, _ = shape
-        # inputs [x, 1]; labels and one-hot targets (K, T, 10, N), classes third
-        width = num_steps * FEATURE_SIZE + 1
-        self.inputs = torch.ones(num_members, num_examples, width, device=device)
-        shape = (num_members, num_steps, 1, num_examples)
+class MLPGroup:
+    """Buffers of a run of equally sized batches, filled anew every epoch.
+
+    Inputs [x, 1] (count, K, B, 2T + 1); labels and one-hot targets
+    (count, K, T, 10, B), classes third, as the logits.
+    """
+
+    def __init__(self, run, num_members, num_steps, hidden_size, device):
+        self.start, self.count, self.size = run
+        shape = (self.count, num_members, self.size, num_steps * FEATURE_SIZE + 1)
+        self.inputs = torch.ones(shape, device=device)
+        shape = (self.count, num_members, num_steps, 1, self.size)
         self.labels = torch.zeros(shape, dtype=torch.long, device=device)
-        shape = (num_members, num_steps, NUM_CLASSES, num_examples)
+        shape = (self.count, num_members, num_steps, NUM_CLASSES, self.size)
         self.one_hot = torch.zeros(shape, device=device)
-        hidden = {}
-        self.batches = []
-        for batch in batches:
-            size = len(range(num_examples)[batch])
-            if size not in hidden:
-                shape = (num_members, size, hidden_size + 1)
-                hidden[size] = torch.ones(shape, device=device)
-            self.batches.append(MLPBatch(self, batch, hidden[size]))
+        self.logits = torch.zeros(shape, device=device).flatten(2, 3)
+        # one hidden-layer buffer [ReLU output, 1] serves every batch
+        shape = (num_members, self.size, hidden_size + 1)
+        hidden = torch.ones(shape, device=device)
+        buffers = (self.inputs, self.labels, self.one_hot, self.logits)
+        self.batches = [
+            MLPBatch(*batch_buffers, hidden)
+            for batch_buffers in zip(*buffers, strict=True)
+        ]
 
     def fill(self, features: torch.Tensor, labels: torch.Tensor) -> None:
-        self.inputs[..., :-1] = features.flatten(2)
-        self.labels.copy_(labels.transpose(1, 2).unsqueeze(2))
-        self.one_hot.zero_().scatter_(2, self.labels, 1.0)
+        """Copy in this run's examples, batch-major: (count, K, ...)."""
+        num_members, _, num_steps, _ = features.shape
+        stop = self.start + self.count * self.size
+        chunk = features[:, self.start : stop].reshape(
+            num_members, self.count, self.size, num_steps * FEATURE_SIZE
+        )
+        self.inputs[..., :-1] = chunk.transpose(0, 1)
+        chunk = labels[:, self.start : stop].reshape(
+            num_members, self.count, self.size, num_steps
+        )
+        self.labels.view(self.count, num_members, num_steps, self.size).copy_(
+            chunk.permute(1, 0, 3, 2)
+        )
+        self.one_hot.zero_().scatter_(3, self.labels, 1.0)
 
 
 class MLPBatch:
-    """One batch's views of the epoch's buffers and its hidden-layer buffer."""
+    """One batch's buffers and views, and the hidden-layer buffer it shares."""
 
-    def __init__(self, epoch: MLPEpoch, batch: slice, hidden: torch.Tensor):
-        self.inputs = epoch.inputs[:, batch]  # (K, B, 2T + 1)
-        self.labels = epoch.labels[..., batch]
-        self.one_hot = epoch.one_hot[..., batch]
-        self.size = self.inputs.shape[1]
+    def __init__(self, inputs, labels, one_hot, logits, hidden):
+        self.inputs = inputs  # (K, B, 2T + 1)
+        self.labels, self.one_hot, self.logits = labels, one_hot, logits
         self.hidden = hidden  # (K, B, h + 1), [ReLU output, 1]
         self.hidden_t = hidden.transpose(1, 2)
         self.relu = hidden[:, :, :-1]
+        self.d_output = logits.new_empty(
+            logits.shape[0], logits.shape[1], hidden.shape[2]
+        )
+        self.d_hidden = self.relu.new_empty(self.relu.shape)
 
 
 ARCHITECTURES = {"mlp": StackedMLP, "rnn": StackedRNN}
@@ -399,18 +454,24 @@ def split_views(params: torch.Tensor, blocks: dict) -> dict:
     return views
 
 
-def nll_and_gradient(log_probs, batch, dim: int, log_likelihood: torch.Tensor):
-    """Gradient of the mean NLL with respect to the logits, made in place.
+def softmax_minus_targets(logits, one_hot, dim: int) -> torch.Tensor:
+    """n times the gradient of the mean NLL of log-softmax, for the logits.
 
-    Classes lie along ``dim``. The gradient of the mean NLL of log-softmax is
-    (softmax - one-hot) / n, which is what autograd computes too. The summed
-    log-likelihood of each member's n targets goes to ``log_likelihood`` (K,);
-    the caller divides by n (a sum measured cheaper than a mean here).
+    Classes lie along ``dim``. The gradient is (softmax - one-hot) / n, which
+    is what autograd computes too; the caller folds in the 1/n.
     """
-    count = log_probs.numel() // (log_probs.shape[0] * log_probs.shape[dim])
-    picked = log_probs.gather(dim, batch.labels).flatten(1)
-    torch.sum(picked, 1, out=log_likelihood)
-    return log_probs.exp_().sub_(batch.one_hot).div_(count)
+    return torch.softmax(logits, dim).sub_(one_hot)
+
+
+def summed_log_likelihood(logits, labels, dim: int) -> torch.Tensor:
+    """Log-likelihood of the labels summed over all but the first two dims.
+
+    The plain loop reads its loss after every step; here it is worked out
+    once per epoch from the logits every step kept, in a few large operations
+    instead of a few small ones per step.
+    """
+    picked = torch.log_softmax(logits, dim).gather(dim, labels)
+    return picked.flatten(2).sum(2)
 
 
 # --- the stack: parameters, Adam state and members still training ------------
@@ -620,14 +681,14 @@ class StackedRun:
         prepared = self.network.prepare(
             train.features[orders], train.labels[orders], batches
         )
-        # summed log-likelihood of every batch and member: -loss * n
-        likelihoods = torch.empty(len(batches), len(stack.members), device=self.device)
-        for index, batch in enumerate(prepared):
+        for batch in prepared:
             self.step += 1
             self.step_count.fill_(self.step)
-            grads = self.network.loss_and_grads(batch, likelihoods[index])
-            adam_step(stack, grads, self.step_count)
-        # the plain loop sums its batch losses as Python floats (doubles)
+            adam_step(stack, self.network.gradients(batch), self.step_count)
+
+        # summed log-likelihood of every batch and member, -loss * n; the
+        # plain loop sums its batch losses as Python floats (doubles)
+        likelihoods = self.network.batch_log_likelihoods()
         targets = self.batch_targets(batches)  # n of every batch, (batches, 1)
         return likelihoods.double().div_(targets).mean(0).neg_()
 
