@@ -173,22 +173,23 @@ class StackedRNN:
         log_probs = log_probs.view(num_members, NUM_CLASSES, num_steps, batch_size)
         return log_probs.permute(0, 3, 2, 1)
 
-    def gradients(self, batch: RNNBatch) -> torch.Tensor:
-        """Gradients (K, P) of the mean NLL of one prepared batch."""
+    def gradients(self, batch: RNNBatch, grads: torch.Tensor) -> None:
+        """Gradients of the mean NLL of one prepared batch, into ``grads`` (K, P)."""
         d_logits = softmax_minus_targets(self.logits(batch), batch.one_hot, 1)
 
         # read-out layer; 1/n of the mean comes in as the products' alpha
-        scale = batch.scale
-        d_readout = torch.baddbmm(
-            batch.d_readout, d_logits, batch.states, beta=0, alpha=scale
-        )
+        scale, d_states = batch.scale, batch.d_states
         torch.baddbmm(
-            batch.d_states,
-            d_logits.transpose(1, 2),
-            self.w_out,
+            batch.d_readout,
+            d_logits,
+            batch.states,
             beta=0,
             alpha=scale,
-            out=batch.d_states,
+            out=batch.d_readout,
+        )
+        d_logits_t = d_logits.transpose(1, 2)
+        torch.baddbmm(
+            d_states, d_logits_t, self.w_out, beta=0, alpha=scale, out=d_states
         )
 
         # backpropagation through time, last step first; d_states becomes d_pre
@@ -199,8 +200,8 @@ class StackedRNN:
             tanh_backward(d_steps[step], hidden[step], grad_input=d_steps[step])
 
         # every recurrent weight and both biases in one product
-        d_recurrent = torch.bmm(batch.d_pre_t, batch.inputs)
-        return torch.cat([d_recurrent.flatten(1), d_readout.flatten(1)], 1)
+        torch.bmm(batch.d_pre_t, batch.inputs, out=batch.d_recurrent)
+        torch.cat(batch.flat_grads, 1, out=grads)
 
     def batch_log_likelihoods(self) -> torch.Tensor:
         """Summed log-likelihood (batches, K) of every batch of the last epoch
@@ -263,6 +264,8 @@ class RNNBatch:
         self.shape = (num_members, num_slots - 1, batch_size)
         self.labels, self.one_hot, self.logits = labels, one_hot, logits
         self.d_readout = rows.new_empty(num_members, NUM_CLASSES, width - 3)
+        self.d_recurrent = rows.new_empty(num_members, hidden_size, width)
+        self.flat_grads = [self.d_recurrent.flatten(1), self.d_readout.flatten(1)]
         self.pre = rows.new_empty(num_members, batch_size, hidden_size)
         self.scale = 1.0 / one_hot[0, 0].numel()  # 1/n of the mean NLL
         self.steps = [rows[:, step] for step in range(num_slots - 1)]
@@ -348,24 +351,25 @@ class StackedMLP:
         logits = self.logits(batch).view(batch.one_hot.shape)  # (K, T, 10, B)
         return torch.log_softmax(logits, 2).permute(0, 3, 1, 2)
 
-    def gradients(self, batch: MLPBatch) -> torch.Tensor:
-        """Gradients (K, P) of the mean NLL of one prepared batch."""
+    def gradients(self, batch: MLPBatch, grads: torch.Tensor) -> None:
+        """Gradients of the mean NLL of one prepared batch, into ``grads`` (K, P)."""
         logits = self.logits(batch).view(batch.one_hot.shape)
         d_logits = softmax_minus_targets(logits, batch.one_hot, 2)
         d_logits = d_logits.flatten(1, 2)  # (K, 10T, B)
 
         # output layer, then the hidden layer through the ReLU; 1/n of the
         # mean comes in as the products' alpha
-        scale = 1.0 / batch.labels[0].numel()
-        d_output = torch.baddbmm(
-            batch.d_output, d_logits, batch.hidden, beta=0, alpha=scale
+        scale, d_output, d_hidden = batch.scale, batch.d_output, batch.d_hidden
+        torch.baddbmm(
+            d_output, d_logits, batch.hidden, beta=0, alpha=scale, out=d_output
         )
-        d_hidden = torch.baddbmm(
-            batch.d_hidden, d_logits.transpose(1, 2), self.w_out, beta=0, alpha=scale
+        d_logits_t = d_logits.transpose(1, 2)
+        torch.baddbmm(
+            d_hidden, d_logits_t, self.w_out, beta=0, alpha=scale, out=d_hidden
         )
         d_pre = torch.ops.aten.threshold_backward(d_hidden, batch.relu, 0)
-        d_hidden_layer = torch.bmm(d_pre.transpose(1, 2), batch.inputs)
-        return torch.cat([d_hidden_layer.flatten(1), d_output.flatten(1)], 1)
+        torch.bmm(d_pre.transpose(1, 2), batch.inputs, out=batch.d_hidden_layer)
+        torch.cat(batch.flat_grads, 1, out=grads)
 
     def batch_log_likelihoods(self) -> torch.Tensor:
         """Summed log-likelihood (batches, K) of every batch of the last epoch
@@ -434,6 +438,11 @@ class MLPBatch:
             logits.shape[0], logits.shape[1], hidden.shape[2]
         )
         self.d_hidden = self.relu.new_empty(self.relu.shape)
+        self.d_hidden_layer = inputs.new_empty(
+            inputs.shape[0], self.relu.shape[2], inputs.shape[2]
+        )
+        self.flat_grads = [self.d_hidden_layer.flatten(1), self.d_output.flatten(1)]
+        self.scale = 1.0 / labels[0].numel()  # 1/n of the mean NLL
 
 
 ARCHITECTURES = {"mlp": StackedMLP, "rnn": StackedRNN}
@@ -497,13 +506,19 @@ class Stack:
     generators: list[torch.Generator]
 
     def __post_init__(self):
-        # runs of rows that share a learning rate: one fused Adam call each
-        self.lr_runs = []
+        # runs of rows that share a learning rate: one fused Adam call each,
+        # over views of the tensors made here once
+        self.grads = torch.zeros_like(self.params)
+        runs = []
         for row, lr in enumerate(self.lrs.flatten().tolist()):
-            if self.lr_runs and self.lr_runs[-1][1] == lr:
-                self.lr_runs[-1][0] = slice(self.lr_runs[-1][0].start, row + 1)
+            if runs and runs[-1][1] == lr:
+                runs[-1][0] = slice(runs[-1][0].start, row + 1)
             else:
-                self.lr_runs.append([slice(row, row + 1), lr])
+                runs.append([slice(row, row + 1), lr])
+        tensors = (self.params, self.grads, self.exp_avg, self.exp_avg_sq)
+        self.lr_runs = [
+            ([[tensor[rows]] for tensor in tensors], lr) for rows, lr in runs
+        ]
 
     def keep(self, rows: list[int]) -> Stack:
         index = torch.tensor(rows, dtype=torch.long, device=self.params.device)
@@ -517,19 +532,20 @@ class Stack:
         )
 
 
-def adam_step(stack: Stack, grads: torch.Tensor, step: torch.Tensor) -> None:
-    """One Adam update of every member, ``step`` being the count of steps so far.
+def adam_step(stack: Stack, step: torch.Tensor) -> None:
+    """One Adam update of every member from ``stack.grads``, ``step`` being the
+    count of steps so far.
 
     This is the kernel of torch.optim.Adam(fused=True), one call per run of
     members that share a learning rate, all K members' rows at once.
     """
     beta1, beta2 = BETAS
-    for rows, lr in stack.lr_runs:
+    for (params, grads, exp_avg, exp_avg_sq), lr in stack.lr_runs:
         torch._fused_adam_(
-            [stack.params[rows]],
-            [grads[rows]],
-            [stack.exp_avg[rows]],
-            [stack.exp_avg_sq[rows]],
+            params,
+            grads,
+            exp_avg,
+            exp_avg_sq,
             [],
             [step],
             lr=lr,
@@ -692,7 +708,8 @@ class StackedRun:
         for batch in prepared:
             self.step += 1
             self.step_count.fill_(self.step)
-            adam_step(stack, self.network.gradients(batch), self.step_count)
+            self.network.gradients(batch, stack.grads)
+            adam_step(stack, self.step_count)
 
         # summed log-likelihood of every batch and member, -loss * n; the
         # plain loop sums its batch losses as Python floats (doubles)
