@@ -224,10 +224,11 @@ class RNNGroup:
         self.rows[..., -2:] = 1.0
         self.features = self.rows[:, :, :num_steps, :, :FEATURE_SIZE]
         shape = (self.count, num_members, 1, num_steps * self.size)
-        self.labels = torch.zeros(shape, dtype=torch.long, device=device)
+        # filled or written before every read: no need to zero them here
+        self.labels = torch.empty(shape, dtype=torch.long, device=device)
         shape = (self.count, num_members, NUM_CLASSES, num_steps * self.size)
-        self.one_hot = torch.zeros(shape, device=device)
-        self.logits = torch.zeros(shape, device=device)
+        self.one_hot = torch.empty(shape, device=device)
+        self.logits = torch.empty(shape, device=device)
         buffers = (self.rows, self.labels, self.one_hot, self.logits)
         self.batches = [
             RNNBatch(*batch_buffers, hidden_size)
@@ -395,10 +396,11 @@ class MLPGroup:
         shape = (self.count, num_members, self.size, num_steps * FEATURE_SIZE + 1)
         self.inputs = torch.ones(shape, device=device)
         shape = (self.count, num_members, num_steps, 1, self.size)
-        self.labels = torch.zeros(shape, dtype=torch.long, device=device)
+        # filled or written before every read: no need to zero them here
+        self.labels = torch.empty(shape, dtype=torch.long, device=device)
         shape = (self.count, num_members, num_steps, NUM_CLASSES, self.size)
-        self.one_hot = torch.zeros(shape, device=device)
-        self.logits = torch.zeros(shape, device=device).flatten(2, 3)
+        self.one_hot = torch.empty(shape, device=device)
+        self.logits = torch.empty(shape, device=device).flatten(2, 3)
         # one hidden-layer buffer [ReLU output, 1] serves every batch
         shape = (num_members, self.size, hidden_size + 1)
         hidden = torch.ones(shape, device=device)
@@ -568,6 +570,9 @@ def evaluate_stack(network, examples: Examples, num_members: int):
     labels = examples.labels.expand(num_members, *examples.labels.shape)
     whole = slice(0, len(examples))
     log_probs = network.log_probs(network.prepare(features, labels, [whole])[0])
+    # classes made the last, contiguous dim: argmax over a strided dim
+    # measured 3x slower than the copy and argmax together
+    log_probs = log_probs.contiguous()
     loss = log_probs.gather(-1, labels.unsqueeze(-1)).flatten(1).mean(1).neg_()
     predicted = log_probs.argmax(-1)
     correct = (predicted == labels).all(-1).float().mean(-1)
