@@ -152,7 +152,7 @@ class StackedRNN:
         return prepared
 
     def logits(self, batch: RNNBatch) -> torch.Tensor:
-        """Logits (K, 10, T*B) of one prepared batch, kept in ``batch.logits``."""
+        """Logits (K, 10, T*B) of one prepared batch."""
         # the recurrence: step t writes h_t into the rows of step t + 1, as
         # tanh(z) = 2 sigmoid(2z) - 1: PyTorch's tanh measured 3x slower than
         # its sigmoid on CPU, and its last step, the copy into the strided rows,
@@ -164,7 +164,7 @@ class StackedRNN:
             torch.add(MINUS_ONE, pre.sigmoid_(), alpha=2, out=hidden)
 
         # read-out of every step from the rows [h_t, 1], classes second
-        return torch.bmm(self.readout, batch.states_t, out=batch.logits)
+        return torch.bmm(self.readout, batch.states_t)
 
     def log_probs(self, batch: RNNBatch) -> torch.Tensor:
         """Log-probabilities of one prepared batch, shaped (K, B, T, 10)."""
@@ -175,7 +175,7 @@ class StackedRNN:
 
     def gradients(self, batch: RNNBatch, grads: torch.Tensor) -> None:
         """Gradients of the mean NLL of one prepared batch, into ``grads`` (K, P)."""
-        d_logits = softmax_minus_targets(self.logits(batch), batch.one_hot, 1)
+        d_logits = nll_gradient(self.logits(batch), batch, 1)
 
         # read-out layer; 1/n of the mean comes in as the products' alpha
         scale, d_states = batch.scale, batch.d_states
@@ -205,9 +205,9 @@ class StackedRNN:
 
     def batch_log_likelihoods(self) -> torch.Tensor:
         """Summed log-likelihood (batches, K) of every batch of the last epoch
-        prepared, from the logits that its step computed."""
+        prepared, from the log-probabilities that its step kept."""
         sums = [
-            summed_log_likelihood(group.logits, group.labels, 2)
+            summed_log_likelihood(group.log_probs, group.labels, 2)
             for group in self.groups
         ]
         return torch.cat(sums)
@@ -228,8 +228,8 @@ class RNNGroup:
         self.labels = torch.empty(shape, dtype=torch.long, device=device)
         shape = (self.count, num_members, NUM_CLASSES, num_steps * self.size)
         self.one_hot = torch.empty(shape, device=device)
-        self.logits = torch.empty(shape, device=device)
-        buffers = (self.rows, self.labels, self.one_hot, self.logits)
+        self.log_probs = torch.empty(shape, device=device)
+        buffers = (self.rows, self.labels, self.one_hot, self.log_probs)
         self.batches = [
             RNNBatch(*batch_buffers, hidden_size)
             for batch_buffers in zip(*buffers, strict=True)
@@ -259,11 +259,12 @@ class RNNBatch:
     (K, 1, T*B) and one-hot targets (K, 10, T*B) are time-major too.
     """
 
-    def __init__(self, rows, labels, one_hot, logits, hidden_size):
+    def __init__(self, rows, labels, one_hot, log_probs, hidden_size):
         num_members, num_slots, batch_size, width = rows.shape
         hidden = slice(FEATURE_SIZE, FEATURE_SIZE + hidden_size)
         self.shape = (num_members, num_slots - 1, batch_size)
-        self.labels, self.one_hot, self.logits = labels, one_hot, logits
+        self.labels, self.one_hot, self.log_probs = labels, one_hot, log_probs
+        self.d_logits = torch.empty_like(log_probs)
         self.d_readout = rows.new_empty(num_members, NUM_CLASSES, width - 3)
         self.d_recurrent = rows.new_empty(num_members, hidden_size, width)
         self.flat_grads = [self.d_recurrent.flatten(1), self.d_readout.flatten(1)]
@@ -342,10 +343,10 @@ class StackedMLP:
         return prepared
 
     def logits(self, batch: MLPBatch) -> torch.Tensor:
-        """Logits (K, 10T, B) of one prepared batch, kept in ``batch.logits``."""
+        """Logits (K, 10T, B) of one prepared batch."""
         pre = torch.bmm(batch.inputs, self.hidden_t)
         torch.clamp_min(pre, 0.0, out=batch.relu)
-        return torch.bmm(self.output, batch.hidden_t, out=batch.logits)
+        return torch.bmm(self.output, batch.hidden_t)
 
     def log_probs(self, batch: MLPBatch) -> torch.Tensor:
         """Log-probabilities of one prepared batch, shaped (K, B, T, 10)."""
@@ -355,7 +356,7 @@ class StackedMLP:
     def gradients(self, batch: MLPBatch, grads: torch.Tensor) -> None:
         """Gradients of the mean NLL of one prepared batch, into ``grads`` (K, P)."""
         logits = self.logits(batch).view(batch.one_hot.shape)
-        d_logits = softmax_minus_targets(logits, batch.one_hot, 2)
+        d_logits = nll_gradient(logits, batch, 2)
         d_logits = d_logits.flatten(1, 2)  # (K, 10T, B)
 
         # output layer, then the hidden layer through the ReLU; 1/n of the
@@ -374,11 +375,9 @@ class StackedMLP:
 
     def batch_log_likelihoods(self) -> torch.Tensor:
         """Summed log-likelihood (batches, K) of every batch of the last epoch
-        prepared, from the logits that its step computed."""
+        prepared, from the log-probabilities that its step kept."""
         sums = [
-            summed_log_likelihood(
-                group.logits.view(group.one_hot.shape), group.labels, 3
-            )
+            summed_log_likelihood(group.log_probs, group.labels, 3)
             for group in self.groups
         ]
         return torch.cat(sums)
@@ -388,7 +387,7 @@ class MLPGroup:
     """Buffers of a run of equally sized batches, filled anew every epoch.
 
     Inputs [x, 1] (count, K, B, 2T + 1); labels and one-hot targets
-    (count, K, T, 10, B), classes third, as the logits.
+    (count, K, T, 10, B), classes third, as the log-probabilities.
     """
 
     def __init__(self, run, num_members, num_steps, hidden_size, device):
@@ -400,11 +399,11 @@ class MLPGroup:
         self.labels = torch.empty(shape, dtype=torch.long, device=device)
         shape = (self.count, num_members, num_steps, NUM_CLASSES, self.size)
         self.one_hot = torch.empty(shape, device=device)
-        self.logits = torch.empty(shape, device=device).flatten(2, 3)
+        self.log_probs = torch.empty(shape, device=device)
         # one hidden-layer buffer [ReLU output, 1] serves every batch
         shape = (num_members, self.size, hidden_size + 1)
         hidden = torch.ones(shape, device=device)
-        buffers = (self.inputs, self.labels, self.one_hot, self.logits)
+        buffers = (self.inputs, self.labels, self.one_hot, self.log_probs)
         self.batches = [
             MLPBatch(*batch_buffers, hidden)
             for batch_buffers in zip(*buffers, strict=True)
@@ -430,14 +429,16 @@ class MLPGroup:
 class MLPBatch:
     """One batch's buffers and views, and the hidden-layer buffer it shares."""
 
-    def __init__(self, inputs, labels, one_hot, logits, hidden):
+    def __init__(self, inputs, labels, one_hot, log_probs, hidden):
         self.inputs = inputs  # (K, B, 2T + 1)
-        self.labels, self.one_hot, self.logits = labels, one_hot, logits
+        self.labels, self.one_hot, self.log_probs = labels, one_hot, log_probs
+        self.d_logits = torch.empty_like(log_probs)
         self.hidden = hidden  # (K, B, h + 1), [ReLU output, 1]
         self.hidden_t = hidden.transpose(1, 2)
         self.relu = hidden[:, :, :-1]
-        self.d_output = logits.new_empty(
-            logits.shape[0], logits.shape[1], hidden.shape[2]
+        num_members, num_steps, num_classes, _ = log_probs.shape
+        self.d_output = hidden.new_empty(
+            num_members, num_steps * num_classes, hidden.shape[2]
         )
         self.d_hidden = self.relu.new_empty(self.relu.shape)
         self.d_hidden_layer = inputs.new_empty(
@@ -473,24 +474,24 @@ def split_views(params: torch.Tensor, blocks: dict) -> dict:
     return views
 
 
-def softmax_minus_targets(logits, one_hot, dim: int) -> torch.Tensor:
+def nll_gradient(logits, batch, dim: int) -> torch.Tensor:
     """n times the gradient of the mean NLL of log-softmax, for the logits.
 
     Classes lie along ``dim``. The gradient is (softmax - one-hot) / n, which
-    is what autograd computes too; the caller folds in the 1/n.
+    is what autograd computes too; the caller folds in the 1/n. The
+    log-probabilities are kept in ``batch.log_probs`` for the epoch's loss.
     """
-    return torch.softmax(logits, dim).sub_(one_hot)
+    log_probs = torch.log_softmax(logits, dim, out=batch.log_probs)
+    return torch.exp(log_probs, out=batch.d_logits).sub_(batch.one_hot)
 
 
-def summed_log_likelihood(logits, labels, dim: int) -> torch.Tensor:
+def summed_log_likelihood(log_probs, labels, dim: int) -> torch.Tensor:
     """Log-likelihood of the labels summed over all but the first two dims.
 
-    The plain loop reads its loss after every step; here it is worked out
-    once per epoch from the logits every step kept, in a few large operations
-    instead of a few small ones per step.
+    The plain loop reads its loss after every step; here it is summed once
+    per epoch from the log-probabilities every step kept.
     """
-    picked = torch.log_softmax(logits, dim).gather(dim, labels)
-    return picked.flatten(2).sum(2)
+    return log_probs.gather(dim, labels).flatten(2).sum(2)
 
 
 # --- the stack: parameters, Adam state and members still training ------------
