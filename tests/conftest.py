@@ -114,3 +114,26 @@ def tiny_results(tmp_path_factory) -> Path:
     out_dir = tmp_path_factory.mktemp("tiny") / "results"
     write_tiny_results(out_dir)
     return out_dir
+
+
+# A short real run through the command line, shared by the figures, site and
+# web-export tests: both models, two seeds, twenty epochs.
+TINY_TRAIN = ["--seeds", "0-1", "--epochs", "20", "--eval-every", "5"]
+
+
+@pytest.fixture(scope="session")
+def results(tmp_path_factory) -> Path:
+    from carrydemo import cli
+
+    out = tmp_path_factory.mktemp("results") / "results"
+    assert cli.main(["train", *TINY_TRAIN, "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def figures(results, tmp_path_factory) -> Path:
+    from carrydemo.figures import write_figures
+
+    out = tmp_path_factory.mktemp("figures") / "figures"
+    write_figures(results, out)
+    return out

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
-
-import pytest
 
 from carrydemo import cli
 from carrydemo.data import examples_from_pairs, to_digits
@@ -20,23 +17,6 @@ from carrydemo.figures import (
 )
 from carrydemo.models import predict
 from carrydemo.results import load_trained_model
-
-TINY_TRAIN = ["--seeds", "0-1", "--epochs", "20", "--eval-every", "5"]
-
-
-@pytest.fixture(scope="module")
-def results(tmp_path_factory) -> Path:
-    """A tiny training run: both models, two seeds, twenty epochs."""
-    out = tmp_path_factory.mktemp("results") / "results"
-    assert cli.main(["train", *TINY_TRAIN, "--out", str(out)]) == 0
-    return out
-
-
-@pytest.fixture(scope="module")
-def figures(results, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("figures") / "figures"
-    write_figures(results, out)
-    return out
 
 
 def test_every_registered_name_is_written(figures):

@@ -14,8 +14,6 @@ from mkdocs.commands import build as mkdocs_build_command
 from mkdocs.config import load_config
 from mkdocs.exceptions import Abort, PluginError
 
-from carrydemo import cli
-from carrydemo.figures import write_figures
 from carrydemo.site import (
     Build,
     format_value,
@@ -25,21 +23,6 @@ from carrydemo.site import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_TRAIN = ["--seeds", "0-1", "--epochs", "20", "--eval-every", "5"]
-
-
-@pytest.fixture(scope="module")
-def results(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("results") / "results"
-    assert cli.main(["train", *TINY_TRAIN, "--out", str(out)]) == 0
-    return out
-
-
-@pytest.fixture(scope="module")
-def figures(results, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("figures") / "figures"
-    write_figures(results, out)
-    return out
 
 
 def mkdocs_build(config: Path, site: Path, results: Path, figures: Path):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,15 +11,6 @@ import torch
 from carrydemo import cli
 from carrydemo.results import ResultsError, load_trained_model
 from carrydemo.webexport import FORMAT_VERSION, MAX_RNN_DIGITS, models_json
-
-TINY_TRAIN = ["--seeds", "0", "--epochs", "3", "--eval-every", "1"]
-
-
-@pytest.fixture(scope="module")
-def results(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("results") / "results"
-    assert cli.main(["train", *TINY_TRAIN, "--out", str(out)]) == 0
-    return out
 
 
 def test_export_is_deterministic_bytes(results):
