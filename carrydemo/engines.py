@@ -14,7 +14,6 @@ import ctypes
 import hashlib
 import json
 import logging
-import math
 import multiprocessing
 import os
 import signal
@@ -59,12 +58,11 @@ def checkpoint_path(out_dir: Path, config: TrainConfig, engine: str, name: str):
 
 
 def number_of_jobs(requested: int, config: TrainConfig) -> int:
-    """Processes to use; 0 asks for one per model, up to the idle CPUs.
+    """Processes to use; 0 asks for one per model, up to the CPUs.
 
-    A worker process costs a few seconds to start (it loads PyTorch again),
-    and a second process only helps where a CPU is free for it: measured on
-    2 busy cores (load 7.5), 300 epochs of both models took 21 s in one
-    process and 30 s in two. So short runs and busy machines use one.
+    A worker process costs a few seconds to start (it loads PyTorch again), so
+    short runs use one. The load average is not consulted: it lags by a
+    minute, and a brief job elsewhere made a 4-minute run take the slow path.
     """
     if not 0 <= requested <= MAX_JOBS:
         raise ValueError(
@@ -74,8 +72,7 @@ def number_of_jobs(requested: int, config: TrainConfig) -> int:
         return min(requested, len(config.models))
     if config.epochs < MIN_EPOCHS_FOR_PROCESSES:
         return 1
-    idle = (os.cpu_count() or 1) - math.floor(os.getloadavg()[0])
-    return max(1, min(len(config.models), idle))
+    return max(1, min(len(config.models), os.cpu_count() or 1))
 
 
 def train_models(config: TrainConfig, engine: str, jobs: int, out_dir: Path) -> dict:
