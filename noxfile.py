@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
+from pathlib import Path
+
 import nox
 
 nox.options.default_venv_backend = "venv"
@@ -15,10 +18,18 @@ TORCH = "torch==2.13.0"
 
 
 def install(session: nox.Session, *extras: str) -> None:
-    """Install the package editable (a reused venv never keeps a stale copy)."""
+    """Install the package editable (a reused venv never keeps a stale copy).
+
+    Two runs of one session share its venv; a lock keeps their installs from
+    overwriting each other's files halfway (the second one then finds the
+    carrydemo lock and says so, instead of failing inside pip).
+    """
     target = f".[{','.join(extras)}]" if extras else "."
-    session.install(TORCH)
-    session.install("-e", target)
+    lock_path = Path(session.virtualenv.location + ".install-lock")
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        session.install(TORCH)
+        session.install("-e", target)
 
 
 @nox.session

@@ -42,8 +42,10 @@ import argparse
 import hashlib
 import importlib
 import io
+import itertools
 import json
 import logging
+import math
 import os
 import shutil
 import statistics
@@ -277,6 +279,37 @@ def curves_on_grid(curves_by_seed: dict, key: str) -> tuple[list[int], list[list
     return epochs, columns
 
 
+def loss_ticks(curves_by_seed: dict) -> list[float]:
+    """Ticks at 1, 2 and 5 times a power of ten that span every loss curve.
+
+    Both renderers label these alone, so a log axis reads "0.1 0.2 0.5 1 2"
+    instead of a bare digit at every minor tick.
+    """
+    values = [
+        value
+        for split in ("train", "validation")
+        for value in itertools.chain(
+            *curves_on_grid(curves_by_seed, f"{split}_loss")[1]
+        )
+        if value is not None and value > 0
+    ]
+    if not values:
+        return []
+    low, high = min(values), max(values)
+    exponents = range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
+    # a range of less than a decade gets finer steps, so it has a few labels
+    for mantissas in ((1, 2, 5), (1, 1.5, 2, 3, 4, 5, 6, 7, 8, 9)):
+        ticks = [
+            float(f"{mantissa}e{exponent}")
+            for exponent in exponents
+            for mantissa in mantissas
+            if low / 1.2 <= float(f"{mantissa}e{exponent}") <= high * 1.2
+        ]
+        if len(ticks) >= 3:
+            break
+    return ticks
+
+
 def median_band(columns: list[list]) -> tuple[list, list, list]:
     """Per epoch: the median, the minimum and the maximum across seeds."""
     rows = list(zip(*columns, strict=True))
@@ -363,8 +396,16 @@ def learning_curves_plotly(context, curves_by_seed, first_seed, count):
             )
     fig.update_layout(**plotly_layout(height=520))
     fig.update_xaxes(title_text="epoch")
-    fig.update_yaxes(type="log", row=1, col=1)
+    ticks = loss_ticks(curves_by_seed)
+    fig.update_yaxes(
+        type="log",
+        tickvals=ticks,
+        ticktext=[f"{tick:g}" for tick in ticks],
+        row=1,
+        col=1,
+    )
     fig.update_yaxes(tickformat=".0%", range=[0, 1.02], row=1, col=2)
+    fig.update_xaxes(nticks=6)
     return fig
 
 
@@ -380,20 +421,34 @@ def learning_curves_matplotlib(context, curves_by_seed, count):
             ax.plot(epochs, median, color=colour, linewidth=1.8, label=label)
         ax.set_title(title)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(5, integer=True))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(epoch_label))
         if quantity == "loss":
             ax.set_yscale("log")
-            plain = matplotlib.ticker.FormatStrFormatter("%.2g")
-            ax.yaxis.set_major_formatter(plain)
-            ax.yaxis.set_minor_formatter(plain)
+            ticks = loss_ticks(curves_by_seed)
+            ax.yaxis.set_major_locator(matplotlib.ticker.FixedLocator(ticks))
+            ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+            ax.yaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         else:
             ax.set_ylim(0, 1.02)
             ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
-    legend = axes[1].legend(
-        loc="upper left", frameon=False, title=f"median, min-max band of {count} seeds"
+    # the legend goes below both panels, where no curve can be under it
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    handles, labels = axes[0].get_legend_handles_labels()
+    legend = fig.legend(
+        handles,
+        [f"{label}: median, band from min to max of {count} seeds" for label in labels],
+        loc="lower center",
+        ncol=2,
+        frameon=False,
     )
-    plt.setp(legend.get_texts() + [legend.get_title()], color=style.text)
-    fig.tight_layout()
+    plt.setp(legend.get_texts(), color=style.text)
     return fig
+
+
+def epoch_label(epoch: float, _position=None) -> str:
+    """Tick label of an epoch axis: 20000 as "20k", so the labels never touch."""
+    return f"{epoch / 1000:g}k" if epoch >= 1000 else f"{epoch:g}"
 
 
 def _alpha(hex_colour: str, alpha: float) -> str:

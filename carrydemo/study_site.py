@@ -24,10 +24,10 @@ def missing_results_page(title: str) -> str:
     return (
         f"# {title}\n\n"
         '!!! note "No study results yet"\n\n'
-        f"    This page is drawn from `{results_dir() / 'study.json'}`, which "
+        "    This page is drawn from `study.json` in the results folder, which "
         "does not exist yet.\n"
-        f"    Run `{STUDY_COMMAND}` (about ten minutes on two CPU cores), then "
-        "rebuild the site.\n"
+        f"    Run `{STUDY_COMMAND}` after `nox -s train`, then rebuild the site "
+        "(`nox -s docs`).\n"
     )
 
 
