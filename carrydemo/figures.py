@@ -693,8 +693,9 @@ def marked_answer(predicted: list[int], label: list[int]) -> dict:
 
 @table("benchmark", page="performance.md")
 def benchmark(context: FigureContext) -> Table:
-    """The benchmark's rows as they are, or a note naming the command that makes it."""
-    if context.bench is None:
+    """The plain loop against stacks of K members, as ``carrydemo bench`` measured."""
+    bench = context.bench
+    if bench is None:
         return Table(
             columns=[],
             rows=[],
@@ -703,27 +704,50 @@ def benchmark(context: FigureContext) -> Table:
                 "them, then rebuild the site."
             ),
         )
-    records = (
-        context.bench.get("rows", context.bench)
-        if isinstance(context.bench, dict)
-        else context.bench
+    rows = [benchmark_row("plain loop, one model at a time", bench["plain"])]
+    for stacked in bench["stacked"]:
+        label = f"stacked trainer, {stacked['members']} models at once"
+        rows.append(benchmark_row(label, stacked))
+    return Table(
+        columns=[
+            "engine",
+            "model-epochs per s",
+            "× plain",
+            "model-epochs per CPU s",
+            "× plain (CPU time)",
+            "share of the arithmetic bound",
+        ],
+        rows=rows,
+        note=benchmark_note(bench),
     )
-    if isinstance(records, dict):
-        return Table(
-            columns=["key", "value"],
-            rows=[[key, _cell(value)] for key, value in records.items()],
-        )
-    columns = list(dict.fromkeys(key for record in records for key in record))
-    rows = [[_cell(record.get(key, "")) for key in columns] for record in records]
-    return Table(columns=columns, rows=rows)
 
 
-def _cell(value):
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, sort_keys=True)
-    return value
+def benchmark_row(label: str, measured: dict) -> list:
+    return [
+        label,
+        f"{measured['model_epochs_per_s']:,.0f}",
+        f"{measured['speedup']:.1f}×",
+        f"{measured['model_epochs_per_cpu_s']:,.0f}",
+        f"{measured['speedup_cpu']:.1f}×",
+        f"{100 * measured['fraction_of_bound']:.1f}%",
+    ]
+
+
+def benchmark_note(bench: dict) -> str:
+    """What was measured, where, and against which bound."""
+    load = ", ".join(f"{value:g}" for value in bench["load_average"])
+    return (
+        f"{bench['model'].upper()}, {bench['epochs']} epochs of batch size "
+        f"{bench['batch_size']}, fastest of {bench['repeats']} repeats, "
+        f"{bench['threads']} thread(s) on {bench['device']} ({bench['device_name']}, "
+        f"{bench['cpu_count']} CPUs, load average {load}), PyTorch {bench['torch']}. "
+        f"The bound is {bench['flops_per_model_epoch'] / 1e6:.1f} MFLOP per "
+        f"model-epoch at the {bench['matmul_gflops']:.1f} GFLOP/s that one large "
+        f"matrix product reached on this machine: "
+        f"{bench['bound_model_epochs_per_s']:,.0f} model-epochs per second. The "
+        "stacked and the plain weights differed by at most "
+        f"{bench['max_abs_weight_difference']:.1e} after the same steps."
+    )
 
 
 # --- writing ----------------------------------------------------------------

@@ -90,9 +90,39 @@ def test_figures_without_results_fails_naming_train(tmp_path, capsys):
     assert not out.exists()
 
 
-def test_benchmark_rows_become_a_table(results):
+def test_benchmark_table_has_a_row_per_engine(results):
     context = load_context(results)
-    context.bench = {"rows": [{"trainer": "plain", "s": 2.5}, {"trainer": "stacked"}]}
+    measured = {
+        "model_epochs_per_s": 1500.0,
+        "speedup": 30.0,
+        "model_epochs_per_cpu_s": 1600.0,
+        "speedup_cpu": 32.0,
+        "fraction_of_bound": 0.1,
+    }
+    plain = dict(measured, model_epochs_per_s=50.0, speedup=1.0, speedup_cpu=1.0)
+    context.bench = {
+        "model": "rnn",
+        "epochs": 30,
+        "batch_size": 32,
+        "repeats": 3,
+        "threads": 1,
+        "device": "cpu",
+        "device_name": "x86_64",
+        "cpu_count": 2,
+        "load_average": [0.5, 0.4, 0.3],
+        "torch": "2.13.0",
+        "flops_per_model_epoch": 6.2e6,
+        "matmul_gflops": 80.0,
+        "bound_model_epochs_per_s": 12900.0,
+        "max_abs_weight_difference": 3e-8,
+        "plain": plain,
+        "stacked": [dict(measured, members=10), dict(measured, members=50)],
+    }
     made = benchmark(context)
-    assert made.columns == ["trainer", "s"]
-    assert made.rows == [["plain", "2.5"], ["stacked", ""]]
+    assert [row[0] for row in made.rows] == [
+        "plain loop, one model at a time",
+        "stacked trainer, 10 models at once",
+        "stacked trainer, 50 models at once",
+    ]
+    assert made.rows[1][1:3] == ["1,500", "30.0×"]
+    assert "6.2 MFLOP" in made.note and "3.0e-08" in made.note
