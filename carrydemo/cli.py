@@ -312,7 +312,7 @@ def train_and_write(config: TrainConfig, args, jobs: int) -> int:
                 len(splits.test),
                 100 * run.test_accuracy,
                 run.epochs_run,
-                run.stop_reason,
+                describe_stop(run, config.loss_threshold),
             )
 
     # write everything in one step
@@ -323,6 +323,15 @@ def train_and_write(config: TrainConfig, args, jobs: int) -> int:
     engines.remove_checkpoints(args.out, config, args.engine)
     log.info("wrote %s in %.1f s", args.out, wall_time)
     return 0
+
+
+def describe_stop(run, loss_threshold: float) -> str:
+    """Why a run stopped, as the progress line says it."""
+    if run.stop_reason == "loss_threshold":
+        return f"stopped: loss below {loss_threshold:g}"
+    if run.stop_reason == "non_finite":
+        return f"stopped: loss became {run.final_train_loss}"
+    return "ran all epochs"
 
 
 def report_non_finite(run) -> None:
