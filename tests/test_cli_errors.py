@@ -333,3 +333,30 @@ def test_bench_out_naming_a_folder_writes_bench_json_in_it(zygote, tmp_path, out
     folder = out.rstrip("/")
     assert json.loads((tmp_path / folder / "bench.json").read_text())["model"] == "rnn"
     assert (tmp_path / folder).is_dir()
+
+
+@pytest.mark.parametrize(
+    ("results", "expected"),
+    [
+        # named for reading: a folder that is not there is not made
+        ("missing", "--results 'missing' does not exist"),
+        ("a-file/deeper", "--results 'a-file/deeper' does not exist"),
+        ("a-file", "--results 'a-file': 'a-file' is a file"),
+        ("", "--results: '' names no file or folder"),
+        (".", "--results: '.'"),
+    ],
+)
+def test_a_bad_study_results_folder_gets_one_line_and_status_2(
+    zygote, tmp_path, results, expected
+):
+    (tmp_path / "a-file").write_text("not a folder")
+    before = listing(tmp_path)
+    study = ["study", "--quick", "--results", results]
+    pid = zygote.start(study, tmp_path, {}, tmp_path / "log")
+    status, output = zygote.wait(pid), (tmp_path / "log").read_text()
+    (tmp_path / "log").unlink()
+    assert status == 2, output
+    lines = output.splitlines()
+    assert len(lines) == 1 and "Traceback" not in output
+    assert expected in lines[0], f"{expected!r} not in {lines[0]!r}"
+    assert listing(tmp_path) == before
