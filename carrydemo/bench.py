@@ -24,12 +24,13 @@ from pathlib import Path
 
 # No PyTorch up here, so that the command line starts (and refuses bad
 # input) at once; the functions that work import it.
-from carrydemo.config import ConfigError, TrainConfig
+from carrydemo.config import ConfigError, SettingError, TrainConfig, file_option
 
 log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 DEFAULT_MEMBERS = (10, 50, 100)
 DEFAULT_OUT = Path("build/results/bench.json")
+OUT_IS_FILE = True  # --out names the file; the command line locks its folder
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,9 +61,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     parser.add_argument(
         "--out",
-        type=Path,
+        type=file_option(DEFAULT_OUT.name),
         default=DEFAULT_OUT,
-        help="where the table goes (default: build/results/bench.json)",
+        help="file the table goes to; an existing folder or a path ending in / "
+        "means bench.json in it (default: build/results/bench.json)",
     )
 
 
@@ -73,7 +75,7 @@ def parse_members(text: str) -> list[int]:
         members = []
     if not members or not all(1 <= k <= 10_000 for k in members):
         raise ConfigError(
-            f"members {text!r} is not a list of stack sizes like 10,50,100"
+            f"--members {text!r} is not a list of stack sizes like 10,50,100"
         )
     return members
 
@@ -82,10 +84,21 @@ def check_arguments(args) -> tuple[list[int], TrainConfig]:
     """Refuse bad options before anything runs or is written."""
     members = parse_members(args.members)
     if not 1 <= args.repeats <= 100:
-        raise ConfigError(f"repeats={args.repeats} is out of range; use 1..100")
+        raise ConfigError(f"--repeats {args.repeats} is out of range; use 1..100")
     if not 1 <= args.plain_seeds <= 100:
-        raise ConfigError(f"plain-seeds={args.plain_seeds} is out of range; use 1..100")
-    config = TrainConfig(
+        raise ConfigError(
+            f"--plain-seeds {args.plain_seeds} is out of range; use 1..100"
+        )
+    try:
+        config = bench_config(args, members)
+    except SettingError as error:
+        # eval_every follows --epochs: only settings given as options are renamed
+        raise (error.as_option() if hasattr(args, error.name) else error) from None
+    return members, config
+
+
+def bench_config(args, members: list[int]) -> TrainConfig:
+    return TrainConfig(
         models=(args.model,),
         seeds=tuple(range(max(members))),
         epochs=args.epochs,
@@ -94,7 +107,6 @@ def check_arguments(args) -> tuple[list[int], TrainConfig]:
         device=args.device,
         threads=args.threads,
     )
-    return members, config
 
 
 def run(args) -> int:

@@ -17,7 +17,13 @@ from pathlib import Path
 # No PyTorch up here: it takes seconds to load, and bad input should be
 # reported at once. The commands import it when they start working.
 from carrydemo import engines
-from carrydemo.config import ConfigError, TrainConfig, parse_seeds
+from carrydemo.config import (
+    ConfigError,
+    SettingError,
+    TrainConfig,
+    parse_seeds,
+    path_option,
+)
 from carrydemo.results import (
     DEFAULT_RESULTS_DIR,
     ResultsError,
@@ -131,7 +137,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--out",
-        type=Path,
+        type=path_option,
         default=DEFAULT_RESULTS_DIR,
         help=f"results folder (default: {DEFAULT_RESULTS_DIR})",
     )
@@ -147,12 +153,12 @@ def add_wait_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def check_out_dir(path: Path, is_file: bool = False) -> None:
+def check_out_dir(path: Path, is_file: bool = False, option: str = "--out") -> None:
     """Refuse an output folder (or file) that lies under a file, before work."""
     for folder in path.parents if is_file else (path, *path.parents):
         if folder.exists() and not folder.is_dir():
             raise ConfigError(
-                f"--out {str(path)!r}: {str(folder)!r} is a file, not a folder"
+                f"{option} {str(path)!r}: {str(folder)!r} is a file, not a folder"
             )
 
 
@@ -181,7 +187,8 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
 
 # Commands kept in modules of their own: name -> (module, help, whether it
 # needs trained results). A module has add_arguments(parser) and run(args), and
-# may have check_arguments(args), called before anything is written. It is
+# may have check_arguments(args), called before anything is written, and
+# OUT_IS_FILE = True when its --out names a file rather than a folder. It is
 # imported only when its command is chosen, so that one command's imports
 # (plotly, PyTorch) slow no other.
 COMMANDS = {
@@ -230,27 +237,32 @@ def run_module_command(args) -> int:
         load_metrics(args.results)  # missing, damaged or stale results stop here
     # it writes to --out, or else into the results folder (study.json); an
     # output file (bench.json) shares the lock of the folder that holds it
-    target = args.out if hasattr(args, "out") else args.results
-    is_file = bool(target.suffix)
-    check_out_dir(target, is_file)
+    option = "--out" if hasattr(args, "out") else "--results"
+    target = getattr(args, option.removeprefix("--"))
+    is_file = option == "--out" and getattr(module, "OUT_IS_FILE", False)
+    check_out_dir(target, is_file, option)
     with results_lock(target.parent if is_file else target, wait=args.wait):
         return module.run(args)
 
 
 def config_from_args(args) -> TrainConfig:
-    return TrainConfig(
-        models=args.model,
-        seeds=args.seeds,
-        num_digits=args.num_digits,
-        hidden_size=args.hidden_size,
-        epochs=args.epochs,
-        lr=args.lr,
-        batch_size=args.batch_size,
-        loss_threshold=args.loss_threshold,
-        eval_every=args.eval_every,
-        device=args.device,
-        threads=args.threads,
-    )
+    """The configuration; a setting out of range is reported by its option."""
+    try:
+        return TrainConfig(
+            models=args.model,
+            seeds=args.seeds,
+            num_digits=args.num_digits,
+            hidden_size=args.hidden_size,
+            epochs=args.epochs,
+            lr=args.lr,
+            batch_size=args.batch_size,
+            loss_threshold=args.loss_threshold,
+            eval_every=args.eval_every,
+            device=args.device,
+            threads=args.threads,
+        )
+    except SettingError as error:
+        raise error.as_option() from None
 
 
 def run_train(args) -> int:
@@ -312,7 +324,7 @@ def train_and_write(config: TrainConfig, args, jobs: int) -> int:
                 len(splits.test),
                 100 * run.test_accuracy,
                 run.epochs_run,
-                run.stop_reason,
+                describe_stop(run, config.loss_threshold),
             )
 
     # write everything in one step
@@ -323,6 +335,15 @@ def train_and_write(config: TrainConfig, args, jobs: int) -> int:
     engines.remove_checkpoints(args.out, config, args.engine)
     log.info("wrote %s in %.1f s", args.out, wall_time)
     return 0
+
+
+def describe_stop(run, loss_threshold: float) -> str:
+    """Why a run stopped, as the progress line says it."""
+    if run.stop_reason == "loss_threshold":
+        return f"stopped: loss below {loss_threshold:g}"
+    if run.stop_reason == "non_finite":
+        return f"stopped: loss became {run.final_train_loss}"
+    return "ran all epochs"
 
 
 def report_non_finite(run) -> None:

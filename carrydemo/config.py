@@ -1,10 +1,12 @@
-"""Training configuration: one frozen dataclass, and parsing of seed lists."""
+"""Training configuration: one frozen dataclass, and parsing of option values."""
 
 from __future__ import annotations
 
+import argparse
 import math
 import re
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 # These two live here, not in data.py and models.py, because those import
 # PyTorch: the command line checks its input before spending seconds on that.
@@ -21,6 +23,19 @@ SEED_ITEM = re.compile(r"([0-9]+)(?:-([0-9]+))?")
 
 class ConfigError(ValueError):
     """A setting that is out of range; its message says what is accepted."""
+
+
+class SettingError(ConfigError):
+    """One named setting out of range: ``name=value problem``."""
+
+    def __init__(self, name: str, value, problem: str):
+        super().__init__(f"{name}={value!r} {problem}")
+        self.name, self.value, self.problem = name, value, problem
+
+    def as_option(self) -> ConfigError:
+        """The same error naming the option that gave the value (--batch-size)."""
+        option = "--" + self.name.replace("_", "-")
+        return ConfigError(f"{option} {self.value!r} {self.problem}")
 
 
 @dataclass(frozen=True)
@@ -87,21 +102,21 @@ def _check_int(name, value, low, high):
         or not isinstance(value, int)
         or not low <= value <= high
     ):
-        raise ConfigError(
-            f"{name}={value!r} is out of range; use an integer in {low}..{high}"
+        raise SettingError(
+            name, value, f"is out of range; use an integer in {low}..{high}"
         )
 
 
 def _check_positive_float(name, value, upper, zero_ok=False):
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{name}={value!r} is not a number")
+        raise SettingError(name, value, "is not a number")
     if not math.isfinite(value):
-        raise ConfigError(f"{name}={value!r} is not finite; give a number such as 1e-4")
+        raise SettingError(name, value, "is not finite; give a number such as 1e-4")
     low_ok = value >= 0 if zero_ok else value > 0
     if not low_ok or value > upper:
-        bound = "0" if zero_ok else "above 0"
-        raise ConfigError(
-            f"{name}={value!r} is out of range; use a number {bound} and <= {upper}"
+        bound = ">= 0" if zero_ok else "> 0"
+        raise SettingError(
+            name, value, f"is out of range; use a number {bound} and <= {upper}"
         )
 
 
@@ -129,3 +144,31 @@ def parse_seeds(text: str) -> tuple[int, ...]:
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"seeds {text!r} lists a seed twice")
     return tuple(seeds)
+
+
+def path_option(text: str) -> Path:
+    """argparse type of a file or folder option; refuses a path without a name.
+
+    "", ".", "/" and ".." name no entry of their own: a results folder there
+    would be the working folder itself (replaced whole) or one above it.
+    """
+    path = Path(text)
+    if path.name in ("", ".."):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} names no file or folder; give a path ending in a name: ./out"
+        )
+    return path
+
+
+def file_option(default_name: str):
+    """argparse type of an output file: a folder means ``folder/default_name``.
+
+    A folder is a path that exists as one or ends in a separator ("out/").
+    """
+
+    def output_file(text: str) -> Path:
+        if text.endswith("/") or (text and Path(text).is_dir()):
+            return Path(text) / default_name
+        return path_option(text)
+
+    return output_file

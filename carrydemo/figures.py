@@ -63,6 +63,7 @@ import plotly.graph_objects as go  # noqa: E402
 import plotly.io  # noqa: E402
 import torch  # noqa: E402
 
+from carrydemo.config import path_option  # noqa: E402
 from carrydemo.data import (  # noqa: E402
     article_splits,
     decode_features,
@@ -891,13 +892,13 @@ def fingerprint(directory: Path) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--results",
-        type=Path,
+        type=path_option,
         default=DEFAULT_RESULTS_DIR,
         help=f"results folder to read (default: {DEFAULT_RESULTS_DIR})",
     )
     parser.add_argument(
         "--out",
-        type=Path,
+        type=path_option,
         default=DEFAULT_FIGURES_DIR,
         help=f"folder to write the figures to (default: {DEFAULT_FIGURES_DIR})",
     )

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from carrydemo import exhaustive
-from carrydemo.config import TrainConfig
+from carrydemo.config import ConfigError, TrainConfig, path_option
 from carrydemo.constructed import constructed_rnn
 from carrydemo.data import (
     Examples,
@@ -597,15 +597,39 @@ def add_arguments(parser) -> None:
     )
     parser.add_argument(
         "--results",
-        type=Path,
-        default=DEFAULT_RESULTS_DIR,
-        help="results folder: reads metrics.json, writes study.json "
-        f"(default: {DEFAULT_RESULTS_DIR})",
+        type=path_option,
+        default=None,
+        help="an existing results folder: its metrics.json (of `nox -s train`) "
+        "gives the seeds section, which is left out without it; study.json is "
+        f"written there (default: {DEFAULT_RESULTS_DIR}, made if missing)",
     )
+
+
+def check_arguments(args) -> None:
+    """Refuse a --results folder that does not exist, before any work.
+
+    The folder is named for reading too, so a typo must not become a new folder
+    holding a study without trained models; only the default is made.
+    """
+    if args.results is None:
+        args.results = DEFAULT_RESULTS_DIR
+    elif not args.results.exists():
+        raise ConfigError(
+            f"--results {str(args.results)!r} does not exist; name the folder "
+            "that `nox -s train` wrote (default: build/results)"
+        )
 
 
 def run(args) -> int:
     config = QUICK if args.quick else StudyConfig()
+    try:
+        load_metrics(args.results)
+    except ResultsError as error:
+        # the study runs without them; say so now, not minutes later
+        log.warning(
+            "study | %s; until then the seeds section is left out, the rest runs",
+            error,
+        )
     study = run_study(config, args.results)
     write_json(Path(args.results) / "study.json", study)
     log.info(

@@ -19,10 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
+from carrydemo.config import file_option, path_option
 from carrydemo.models import MODEL_NAMES
 from carrydemo.results import DEFAULT_RESULTS_DIR, load_metrics, load_trained_model
 
 FORMAT_VERSION = 1
+OUT_IS_FILE = True  # --out names the file; the command line locks its folder
 SITE_PATH = "assets/models.json"  # where the page's script looks for it
 # The RNN reads numbers of any length; the page caps them so that the hidden
 # state table stays readable.
@@ -97,12 +99,16 @@ def on_files(files, config):
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--results",
-        type=Path,
+        type=path_option,
         default=DEFAULT_RESULTS_DIR,
         help=f"results folder to read (default: {DEFAULT_RESULTS_DIR})",
     )
     parser.add_argument(
-        "--out", type=Path, default=Path("models.json"), help="file to write"
+        "--out",
+        type=file_option("models.json"),
+        default=Path("models.json"),
+        help="file to write; an existing folder or a path ending in / means "
+        "models.json in it (default: models.json)",
     )
 
 

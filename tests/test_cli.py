@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+from types import SimpleNamespace
 
 import pytest
 
-from carrydemo.cli import main
+from carrydemo.cli import describe_stop, main
 
 TINY = ["--model", "mlp", "--seeds", "0-1", "--epochs", "3", "--eval-every", "1"]
 
@@ -101,3 +103,19 @@ def test_two_models_train_in_two_processes(tmp_path):
     assert (manifest["processes"], manifest["threads"]) == (2, 1)
     metrics = json.loads((out / "metrics.json").read_text())
     assert sorted(metrics["models"]) == ["mlp", "rnn"]
+
+
+def test_the_progress_line_says_why_each_run_stopped(tmp_path, caplog):
+    out = tmp_path / "results"
+    with caplog.at_level(logging.INFO, logger="carrydemo"):
+        assert train(out) == 0
+        assert train(out, "--loss-threshold", "100", "--force") == 0
+    lines = [line for line in caplog.text.splitlines() if "mlp seed 0:" in line]
+    assert len(lines) == 2, caplog.text
+    assert lines[0].endswith("after 3 epochs (ran all epochs)")
+    assert lines[1].endswith("after 1 epochs (stopped: loss below 100)")
+
+
+def test_a_diverged_run_says_what_its_loss_became():
+    run = SimpleNamespace(stop_reason="non_finite", final_train_loss=math.nan)
+    assert describe_stop(run, 1e-3) == "stopped: loss became nan"

@@ -4,6 +4,7 @@ Also: two runs on one build folder, and --help."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -28,45 +29,48 @@ BAD_TRAIN_OPTIONS = [
     (["--wait=yes"], "yes"),
     (["--epochs", "abc"], "'abc'"),
     (["--epochs", ""], "''"),
-    (["--epochs", "0"], "epochs=0"),
+    (["--epochs", "0"], "--epochs 0"),
     (["--epochs", "-5"], "-5"),
     (["--epochs", "1.5"], "'1.5'"),
     (["--epochs", "1e3"], "'1e3'"),
     (["--epochs", "99999999999"], "99999999999"),
     (["--lr", "abc"], "'abc'"),
     (["--lr", ""], "''"),
-    (["--lr", "nan"], "lr=nan"),
-    (["--lr", "NaN"], "lr=nan"),
-    (["--lr", "inf"], "lr=inf"),
-    (["--lr", "-inf"], "lr=-inf"),
-    (["--lr", "1e400"], "lr=inf"),
-    (["--lr", "0"], "lr=0.0"),
-    (["--lr", "-1"], "lr=-1.0"),
+    (["--lr", "nan"], "--lr nan"),
+    (["--lr", "NaN"], "--lr nan"),
+    (["--lr", "inf"], "--lr inf"),
+    (["--lr", "-inf"], "--lr -inf"),
+    (["--lr", "1e400"], "--lr inf"),
+    (["--lr", "0"], "--lr 0.0"),
+    (["--lr", "-1"], "--lr -1.0"),
     (["--epochs", "-1e-4"], "'-1e-4'"),
-    (["--lr", "-1e-4"], "lr=-0.0001"),
-    (["--lr", "11"], "lr=11.0"),
-    (["--batch-size", "0"], "batch_size=0"),
-    (["--batch-size", "-1"], "batch_size=-1"),
+    (["--lr", "-1e-4"], "--lr -0.0001"),
+    (["--lr", "11"], "--lr 11.0"),
+    (["--batch-size", "0"], "--batch-size 0"),
+    (["--batch-size", "-1"], "--batch-size -1"),
     (["--batch-size", "x"], "'x'"),
-    (["--batch-size", "1000001"], "batch_size=1000001"),
-    (["--loss-threshold", "-1"], "loss_threshold=-1.0"),
-    (["--loss-threshold", "nan"], "loss_threshold=nan"),
-    (["--loss-threshold", "inf"], "loss_threshold=inf"),
-    (["--loss-threshold", "101"], "loss_threshold=101.0"),
+    (["--batch-size", "1000001"], "--batch-size 1000001"),
+    (
+        ["--loss-threshold", "-1"],
+        "--loss-threshold -1.0 is out of range; use a number >= 0 and <= 100.0",
+    ),
+    (["--loss-threshold", "nan"], "--loss-threshold nan"),
+    (["--loss-threshold", "inf"], "--loss-threshold inf"),
+    (["--loss-threshold", "101"], "--loss-threshold 101.0"),
     (["--loss-threshold", "low"], "'low'"),
-    (["--eval-every", "0"], "eval_every=0"),
-    (["--eval-every", "-3"], "eval_every=-3"),
+    (["--eval-every", "0"], "--eval-every 0"),
+    (["--eval-every", "-3"], "--eval-every -3"),
     (["--eval-every", "y"], "'y'"),
-    (["--num-digits", "0"], "num_digits=0"),
-    (["--num-digits", "1001"], "num_digits=1001"),
+    (["--num-digits", "0"], "--num-digits 0"),
+    (["--num-digits", "1001"], "--num-digits 1001"),
     (["--num-digits", "two"], "'two'"),
-    (["--hidden-size", "0"], "hidden_size=0"),
-    (["--hidden-size", "-1"], "hidden_size=-1"),
-    (["--hidden-size", "5000"], "hidden_size=5000"),
+    (["--hidden-size", "0"], "--hidden-size 0"),
+    (["--hidden-size", "-1"], "--hidden-size -1"),
+    (["--hidden-size", "5000"], "--hidden-size 5000"),
     (["--hidden-size", "h"], "'h'"),
-    (["--threads", "0"], "threads=0"),
-    (["--threads", "-2"], "threads=-2"),
-    (["--threads", "1025"], "threads=1025"),
+    (["--threads", "0"], "--threads 0"),
+    (["--threads", "-2"], "--threads -2"),
+    (["--threads", "1025"], "--threads 1025"),
     (["--threads", "t"], "'t'"),
     (["--device", "tpu"], "'tpu'"),
     (["--device", "CPU"], "'CPU'"),
@@ -101,6 +105,13 @@ BAD_TRAIN_OPTIONS = [
     (["--seeds", "0 - 3"], "'0 - 3'"),
     (["--seeds", "0-99999"], "'0-99999'"),
     (["--seeds", "2147483648"], "2147483648"),
+    # a path without a name of its own: the working folder, or one above it
+    (["--out", ""], "--out: '' names no file or folder"),
+    (["--out", "."], "'.'"),
+    (["--out", "./"], "'./'"),
+    (["--out", "/"], "'/'"),
+    (["--out", ".."], "'..'"),
+    (["--out", "results/.."], "'results/..'"),
 ]
 
 
@@ -219,6 +230,9 @@ def test_two_runs_on_one_build_folder_do_not_interleave(zygote, tiny_results, tm
         (["--bogus"], "--bogus"),
         (["--wait=1"], "'1'"),
         (["--results"], "--results"),
+        (["--results", ""], "--results: ''"),
+        (["--out", ""], "--out: ''"),
+        (["--out", "."], "--out: '.'"),
     ],
 )
 def test_a_bad_figures_option_gets_one_line_and_status_2(
@@ -254,17 +268,19 @@ def test_help_lists_every_command_without_loading_them(tmp_path):
 
 
 BAD_BENCH_OPTIONS = [
-    (["--threads", "0"], "threads=0"),
-    (["--repeats", "0"], "repeats=0"),
-    (["--plain-seeds", "101"], "plain-seeds=101"),
+    (["--threads", "0"], "--threads 0"),
+    (["--repeats", "0"], "--repeats 0"),
+    (["--plain-seeds", "101"], "--plain-seeds 101"),
     (["--members", "x"], "'x'"),
     (["--members", "0"], "'0'"),
     (["--members", "1,,2"], "'1,,2'"),
-    (["--epochs", "0"], "epochs=0"),
+    (["--epochs", "0"], "--epochs 0"),
     (["--epochs", "-1e-4"], "'-1e-4'"),
     (["--device", "tpu"], "'tpu'"),
     (["--model", "both"], "'both'"),
     (["--out", "a-file/bench.json"], "'a-file'"),
+    (["--out", "a-file/"], "'a-file'"),
+    (["--out", ""], "''"),
 ]
 
 
@@ -285,6 +301,9 @@ def test_a_bad_bench_option_gets_one_line_and_status_2(tmp_path, options, expect
     [
         (["--results", "missing"], str(Path("missing") / "metrics.json")),
         (["--out", "a-file/models.json"], "'a-file'"),
+        (["--out", "a-file/"], "'a-file'"),
+        (["--out", ""], "--out: ''"),
+        (["--results", ".."], "--results: '..'"),
         (["--bogus"], "--bogus"),
     ],
 )
@@ -301,4 +320,43 @@ def test_a_bad_webexport_option_gets_one_line_and_status_2(
     assert status == 2, output
     assert len(output.splitlines()) == 1 and "Traceback" not in output
     assert expected in output
+    assert listing(tmp_path) == before
+
+
+@pytest.mark.parametrize("out", ["into/", "existing"])
+def test_bench_out_naming_a_folder_writes_bench_json_in_it(zygote, tmp_path, out):
+    (tmp_path / "existing").mkdir()
+    bench = ["bench", "--members", "1", "--epochs", "1", "--plain-seeds", "1"]
+    options = ["--repeats", "1", "--out", out]
+    pid = zygote.start([*bench, *options], tmp_path, {}, tmp_path / "log")
+    assert zygote.wait(pid) == 0, (tmp_path / "log").read_text()
+    folder = out.rstrip("/")
+    assert json.loads((tmp_path / folder / "bench.json").read_text())["model"] == "rnn"
+    assert (tmp_path / folder).is_dir()
+
+
+@pytest.mark.parametrize(
+    ("results", "expected"),
+    [
+        # named for reading: a folder that is not there is not made
+        ("missing", "--results 'missing' does not exist"),
+        ("a-file/deeper", "--results 'a-file/deeper' does not exist"),
+        ("a-file", "--results 'a-file': 'a-file' is a file"),
+        ("", "--results: '' names no file or folder"),
+        (".", "--results: '.'"),
+    ],
+)
+def test_a_bad_study_results_folder_gets_one_line_and_status_2(
+    zygote, tmp_path, results, expected
+):
+    (tmp_path / "a-file").write_text("not a folder")
+    before = listing(tmp_path)
+    study = ["study", "--quick", "--results", results]
+    pid = zygote.start(study, tmp_path, {}, tmp_path / "log")
+    status, output = zygote.wait(pid), (tmp_path / "log").read_text()
+    (tmp_path / "log").unlink()
+    assert status == 2, output
+    lines = output.splitlines()
+    assert len(lines) == 1 and "Traceback" not in output
+    assert expected in lines[0], f"{expected!r} not in {lines[0]!r}"
     assert listing(tmp_path) == before
