@@ -175,7 +175,7 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=0,
         help="processes, one model each (default: 0: one per model up to the "
-        "idle CPUs for runs of 2000 epochs or more, else one)",
+        "CPUs for runs of 2000 epochs or more, else one)",
     )
     parser.add_argument(
         "--force",
@@ -280,8 +280,25 @@ def check_train_arguments(args) -> tuple[TrainConfig, int]:
     except ValueError as error:
         raise ConfigError(str(error)) from None
     check_out_dir(args.out)
+    check_replaceable(args.out)
     check_device(config.device)
     return config, jobs
+
+
+def check_replaceable(out: Path) -> None:
+    """Refuse to replace a folder that holds something other than results.
+
+    A run swaps its whole results folder in; pointed by mistake at a project
+    folder, it would otherwise delete that folder's files.
+    """
+    if not out.is_dir() or (out / "metrics.json").exists():
+        return
+    # hidden entries are a stopped run's checkpoints, kept for its resumption
+    if any(not entry.name.startswith(".") for entry in out.iterdir()):
+        raise ConfigError(
+            f"--out {str(out)!r} is a folder that holds no carrydemo results; "
+            "give a new or empty folder, or one an earlier run wrote"
+        )
 
 
 def check_device(name: str) -> None:

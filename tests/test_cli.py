@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from carrydemo.cli import describe_stop, main
+from tests.conftest import run_cli
 
 TINY = ["--model", "mlp", "--seeds", "0-1", "--epochs", "3", "--eval-every", "1"]
 
@@ -119,3 +120,16 @@ def test_the_progress_line_says_why_each_run_stopped(tmp_path, caplog):
 def test_a_diverged_run_says_what_its_loss_became():
     run = SimpleNamespace(stop_reason="non_finite", final_train_loss=math.nan)
     assert describe_stop(run, 1e-3) == "stopped: loss became nan"
+
+
+def test_train_refuses_to_replace_a_folder_without_results(tmp_path):
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "notes.txt").write_text("keep me")
+    done = run_cli(
+        "train", "--epochs", "1", "--seeds", "0", "--out", str(project), cwd=tmp_path
+    )
+    assert done.returncode == 2
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert "holds no carrydemo results" in done.stderr
+    assert [p.name for p in project.iterdir()] == ["notes.txt"]
