@@ -84,7 +84,34 @@ CHECKPOINT_EVERY_S = float(os.environ.get("CARRYDEMO_CHECKPOINT_EVERY_S", "60"))
 # parameter tensor are these matrices, flattened one after the other.
 
 
-class StackedRNN:
+class StackedNetwork:
+    """What both stacked architectures share: buffers made once per layout."""
+
+    group_class: type  # the buffers of a run of equal-size batches
+
+    def prepare(self, features: torch.Tensor, labels: torch.Tensor, batches) -> list:
+        """Fill the buffers of every batch: features (K, N, T, 2), labels (K, N, T).
+
+        The buffers are made once per stack size and batch layout, and filled
+        again every epoch, so the views that every step uses are made once.
+        """
+        key = (features.shape, tuple((b.start, b.stop) for b in batches))
+        if key not in self.buffers:
+            num_members, num_examples, num_steps, _ = features.shape
+            self.buffers[key] = [
+                self.group_class(
+                    run, num_members, num_steps, self.hidden_size, features.device
+                )
+                for run in equal_size_runs(batches, num_examples)
+            ]
+        prepared, self.groups = [], self.buffers[key]
+        for group in self.groups:
+            group.fill(features, labels)
+            prepared.extend(group.batches)
+        return prepared
+
+
+class StackedRNN(StackedNetwork):
     """K Elman RNNs (tanh, both biases) with a Linear read-out at every step.
 
     Per member: ``recurrent`` (H, 2 + H + 2) = [W_ih | W_hh | b_ih | b_hh] and
@@ -92,6 +119,10 @@ class StackedRNN:
     Z (K, N, T + 1, 2 + H + 2) holds for every example and step t the row
     [x_t, h_(t-1), 1, 1], so that step t is one product with ``recurrent``.
     """
+
+    @property
+    def group_class(self) -> type:
+        return RNNGroup
 
     def __init__(self, shapes: dict):
         self.hidden_size = shapes["rnn.weight_hh_l0"][0]
@@ -137,25 +168,6 @@ class StackedRNN:
         self.w_out = self.readout[:, :, :-1]
         if params.shape[0] != getattr(self, "num_members", None):
             self.num_members, self.buffers = params.shape[0], {}
-
-    def prepare(self, features: torch.Tensor, labels: torch.Tensor, batches) -> list:
-        """Fill the buffers of every batch: features (K, N, T, 2), labels (K, N, T).
-
-        The buffers are made once per stack size and batch layout, and filled
-        again every epoch, so the views that every step uses are made once.
-        """
-        key = (features.shape, tuple((b.start, b.stop) for b in batches))
-        if key not in self.buffers:
-            num_members, num_examples, num_steps, _ = features.shape
-            self.buffers[key] = [
-                RNNGroup(run, num_members, num_steps, self.hidden_size, features.device)
-                for run in equal_size_runs(batches, num_examples)
-            ]
-        prepared, self.groups = [], self.buffers[key]
-        for group in self.groups:
-            group.fill(features, labels)
-            prepared.extend(group.batches)
-        return prepared
 
     def logits(self, batch: RNNBatch) -> torch.Tensor:
         """Logits (K, 10, T*B) of one prepared batch."""
@@ -290,12 +302,16 @@ class RNNBatch:
         self.d_pre_t = self.d_states.transpose(1, 2)
 
 
-class StackedMLP:
+class StackedMLP(StackedNetwork):
     """K MLPs: Linear, ReLU, Linear, log-softmax per digit.
 
     Per member: ``hidden`` (h, 2T + 1) = [W_hidden | b_hidden] and ``output``
     (10T, h + 1) = [W_output | b_output].
     """
+
+    @property
+    def group_class(self) -> type:
+        return MLPGroup
 
     def __init__(self, shapes: dict):
         hidden_size, num_inputs = shapes["hidden.weight"]
@@ -329,25 +345,6 @@ class StackedMLP:
         self.w_out = self.output[:, :, :-1]
         if params.shape[0] != getattr(self, "num_members", None):
             self.num_members, self.buffers = params.shape[0], {}
-
-    def prepare(self, features: torch.Tensor, labels: torch.Tensor, batches) -> list:
-        """Fill the buffers of every batch: features (K, N, T, 2), labels (K, N, T).
-
-        The buffers are made once per stack size and batch layout, and filled
-        again every epoch, so the views that every step uses are made once.
-        """
-        key = (features.shape, tuple((b.start, b.stop) for b in batches))
-        if key not in self.buffers:
-            num_members, num_examples, num_steps, _ = features.shape
-            self.buffers[key] = [
-                MLPGroup(run, num_members, num_steps, self.hidden_size, features.device)
-                for run in equal_size_runs(batches, num_examples)
-            ]
-        prepared, self.groups = [], self.buffers[key]
-        for group in self.groups:
-            group.fill(features, labels)
-            prepared.extend(group.batches)
-        return prepared
 
     def logits(self, batch: MLPBatch) -> torch.Tensor:
         """Logits (K, 10T, B) of one prepared batch."""
