@@ -194,29 +194,34 @@ class StackedRNN(StackedNetwork):
 
     def gradients(self, batch: RNNBatch, grads: torch.Tensor) -> None:
         """Gradients of the mean NLL of one prepared batch, into ``grads`` (K, P)."""
-        d_logits = nll_gradient(self.logits(batch), batch, 1)
+        baddbmm = torch.baddbmm
+        # the forward pass (logits), inline: see ``logits``
+        pre, recurrent_t = batch.pre, self.recurrent_t
+        for inputs, hidden in batch.forward:
+            baddbmm(pre, inputs, recurrent_t, beta=0, alpha=2, out=pre)
+            torch.add(MINUS_ONE, pre.sigmoid_(), alpha=2, out=hidden)
+        logits = torch.bmm(self.readout, batch.states_t)
+        d_logits = torch.log_softmax(logits, 1, out=batch.log_probs)
+        d_logits = torch.exp(d_logits, out=batch.d_logits).sub_(batch.one_hot)
 
         # read-out layer; 1/n of the mean comes in as the products' alpha
-        scale, d_states = batch.scale, batch.d_states
-        torch.baddbmm(
-            batch.d_readout,
-            d_logits,
-            batch.states,
+        scale, d_states, d_readout = batch.scale, batch.d_states, batch.d_readout
+        baddbmm(d_readout, d_logits, batch.states, beta=0, alpha=scale, out=d_readout)
+        baddbmm(
+            d_states,
+            batch.d_logits_t,
+            self.w_out,
             beta=0,
             alpha=scale,
-            out=batch.d_readout,
-        )
-        d_logits_t = d_logits.transpose(1, 2)
-        torch.baddbmm(
-            d_states, d_logits_t, self.w_out, beta=0, alpha=scale, out=d_states
+            out=d_states,
         )
 
         # backpropagation through time, last step first; d_states becomes d_pre
-        d_steps, hidden = batch.d_steps, batch.hidden
-        for step in reversed(range(len(d_steps))):
-            if step < len(d_steps) - 1:
-                d_steps[step] += torch.bmm(d_steps[step + 1], self.w_hh)
-            tanh_backward(d_steps[step], hidden[step], grad_input=d_steps[step])
+        w_hh = self.w_hh
+        for d_step, d_next, hidden in batch.backward:
+            if d_next is not None:
+                d_step += torch.bmm(d_next, w_hh)
+            tanh_backward(d_step, hidden, grad_input=d_step)
 
         # every recurrent weight and both biases in one product
         torch.bmm(batch.d_pre_t, batch.inputs, out=batch.d_recurrent)
@@ -284,6 +289,7 @@ class RNNBatch:
         self.shape = (num_members, num_slots - 1, batch_size)
         self.labels, self.one_hot, self.log_probs = labels, one_hot, log_probs
         self.d_logits = torch.empty_like(log_probs)
+        self.d_logits_t = self.d_logits.transpose(1, 2)
         self.d_readout = rows.new_empty(num_members, NUM_CLASSES, width - 3)
         self.d_recurrent = rows.new_empty(num_members, hidden_size, width)
         self.flat_grads = [self.d_recurrent.flatten(1), self.d_readout.flatten(1)]
@@ -300,6 +306,10 @@ class RNNBatch:
         )
         self.d_steps = list(self.d_states.view(*self.shape, hidden_size).unbind(1))
         self.d_pre_t = self.d_states.transpose(1, 2)
+        # per-step arguments of the forward and backward loops, made once
+        self.forward = list(zip(self.steps, self.hidden, strict=True))
+        nexts = [*self.d_steps[1:], None]
+        self.backward = list(zip(self.d_steps, nexts, self.hidden, strict=True))[::-1]
 
 
 class StackedMLP(StackedNetwork):
@@ -453,7 +463,8 @@ class MLPBatch:
 
 
 ARCHITECTURES = {"mlp": StackedMLP, "rnn": StackedRNN}
-tanh_backward = torch.ops.aten.tanh_backward.grad_input
+# the operator itself, without OpOverload's Python wrapper around it
+tanh_backward = torch.ops.aten.tanh_backward.grad_input._op
 
 
 def equal_size_runs(batches: list[slice], num_examples: int):
@@ -563,6 +574,28 @@ def adam_step(stack: Stack, step: torch.Tensor) -> None:
             amsgrad=False,
             maximize=False,
         )
+
+
+def adam_arguments(stack: Stack, step: torch.Tensor) -> list:
+    """The (args, kwargs) of every fused Adam call of ``adam_step``, made once
+    per epoch so that every step only calls."""
+    beta1, beta2 = BETAS
+    steps = [step]
+    return [
+        (
+            (params, grads, exp_avg, exp_avg_sq, [], steps),
+            dict(
+                lr=lr,
+                beta1=beta1,
+                beta2=beta2,
+                weight_decay=0.0,
+                eps=EPS,
+                amsgrad=False,
+                maximize=False,
+            ),
+        )
+        for (params, grads, exp_avg, exp_avg_sq), lr in stack.lr_runs
+    ]
 
 
 # --- evaluation of every member at once --------------------------------------
@@ -678,6 +711,7 @@ class StackedRun:
             for _ in seeds
         ]
         self.epoch = 0  # epochs completed
+        self.targets = {}  # batch_targets by number of batches
         self.step = 0  # Adam steps taken by every member still training
         self.step_count = torch.zeros((), device=device)  # the same, for Adam
         self.network.bind(self.stack.params)
@@ -719,16 +753,27 @@ class StackedRun:
         prepared = self.network.prepare(
             train.features[orders], train.labels[orders], batches
         )
+        gradients, grads, step_count = (
+            self.network.gradients,
+            stack.grads,
+            self.step_count,
+        )
+        adam_calls = adam_arguments(stack, step_count)
+        fused_adam, step = torch._fused_adam_, self.step
         for batch in prepared:
-            self.step += 1
-            self.step_count.fill_(self.step)
-            self.network.gradients(batch, stack.grads)
-            adam_step(stack, self.step_count)
+            step += 1
+            step_count.fill_(step)
+            gradients(batch, grads)
+            for args, kwargs in adam_calls:
+                fused_adam(*args, **kwargs)
+        self.step = step
 
         # summed log-likelihood of every batch and member, -loss * n; the
         # plain loop sums its batch losses as Python floats (doubles)
         likelihoods = self.network.batch_log_likelihoods()
-        targets = self.batch_targets(batches)  # n of every batch, (batches, 1)
+        targets = self.targets.get(len(batches))
+        if targets is None:  # n of every batch, (batches, 1)
+            targets = self.targets[len(batches)] = self.batch_targets(batches)
         return likelihoods.double().div_(targets).mean(0).neg_()
 
     def batch_targets(self, batches) -> torch.Tensor:
