@@ -550,35 +550,14 @@ class Stack:
         )
 
 
-def adam_step(stack: Stack, step: torch.Tensor) -> None:
-    """One Adam update of every member from ``stack.grads``, ``step`` being the
-    count of steps so far.
-
-    This is the kernel of torch.optim.Adam(fused=True), one call per run of
-    members that share a learning rate, all K members' rows at once.
-    """
-    beta1, beta2 = BETAS
-    for (params, grads, exp_avg, exp_avg_sq), lr in stack.lr_runs:
-        torch._fused_adam_(
-            params,
-            grads,
-            exp_avg,
-            exp_avg_sq,
-            [],
-            [step],
-            lr=lr,
-            beta1=beta1,
-            beta2=beta2,
-            weight_decay=0.0,
-            eps=EPS,
-            amsgrad=False,
-            maximize=False,
-        )
-
-
 def adam_arguments(stack: Stack, step: torch.Tensor) -> list:
-    """The (args, kwargs) of every fused Adam call of ``adam_step``, made once
-    per epoch so that every step only calls."""
+    """The (args, kwargs) of one Adam update of every member, made once per
+    epoch so that every step only calls.
+
+    Each call is the kernel of torch.optim.Adam(fused=True), one per run of
+    members that share a learning rate, all their rows at once; ``step`` is
+    the count of steps so far.
+    """
     beta1, beta2 = BETAS
     steps = [step]
     return [
