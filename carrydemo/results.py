@@ -34,7 +34,15 @@ DEFAULT_RESULTS_DIR = Path("build/results")
 TRAIN_COMMAND = "nox -s train"
 PACKAGE_DIR = Path(__file__).parent
 # The files whose content decides what a training run computes.
-TRAINING_CODE = ("config.py", "data.py", "models.py", "train.py", "stacked.py")
+TRAINING_CODE = (
+    "config.py",
+    "data.py",
+    "models.py",
+    "train.py",
+    "stacked.py",
+    "kernels.py",
+    "csrc/stacked_epoch.c",
+)
 LOCK_NAME = ".carrydemo.lock"
 STAGING_INFIX = ".partial-"
 # Tests set these to stop a run at a known point (see tests/test_interrupts.py).

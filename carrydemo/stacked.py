@@ -51,6 +51,7 @@ from pathlib import Path
 
 import torch
 
+from carrydemo import kernels
 from carrydemo.config import TrainConfig
 from carrydemo.data import Examples, Splits
 from carrydemo.models import FEATURE_SIZE, NUM_CLASSES
@@ -636,6 +637,7 @@ def train_stacked(
     splits: Splits,
     lrs=None,
     checkpoint_path: Path | None = None,
+    kernel: str = "auto",
 ) -> list[RunResult]:
     """Train one ``name`` model per seed in one stacked run; one RunResult each.
 
@@ -643,7 +645,9 @@ def train_stacked(
     of ``seeds``; by default every member uses ``config.lr``. Hidden size and
     every other setting come from ``config``: members of one stack share
     their shapes. ``checkpoint_path`` (optional) is where the run's state is
-    saved every few minutes, and resumed from when it exists.
+    saved every few minutes, and resumed from when it exists. ``kernel`` is
+    "c" (the compiled kernel), "tensor" (tensor operations) or "auto": the
+    compiled kernel on the CPU when it builds, tensor operations otherwise.
     """
     seeds = list(seeds)
     lrs = [config.lr] * len(seeds) if lrs is None else [float(lr) for lr in lrs]
@@ -652,7 +656,7 @@ def train_stacked(
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds {seeds} repeat; every member needs its own")
     device = resolve_device(config.device)
-    run = StackedRun(name, seeds, lrs, config, splits, device)
+    run = StackedRun(name, seeds, lrs, config, splits, device, kernel)
     if checkpoint_path is not None and Path(checkpoint_path).exists():
         run.load_checkpoint(checkpoint_path)
     run.train(checkpoint_path)
@@ -662,9 +666,16 @@ def train_stacked(
 class StackedRun:
     """One stacked training run: the stack, the data and every member's outcome."""
 
-    def __init__(self, name, seeds, lrs, config, splits, device):
-        self.name, self.seeds, self.config, self.device = name, seeds, config, device
+    def __init__(self, name, seeds, lrs, config, splits, device, kernel="auto"):
+        self.name, self.seeds, self.config = name, seeds, config
+        self.device = device = torch.device(device)
+        self.kernel = choose_kernel(kernel, device)
         self.train_split = splits.train.to(device)
+        if self.kernel is not None:  # which reads them through raw pointers
+            features, labels = self.train_split.features, self.train_split.labels
+            self.train_split = Examples(
+                features.float().contiguous(), labels.long().contiguous()
+            )
         self.validation = splits.validation.to(device)
         self.test = splits.test.to(device)
 
@@ -727,11 +738,52 @@ class StackedRun:
         stack, train = self.stack, self.train_split
         orders = torch.stack(
             [torch.randperm(len(train), generator=g) for g in stack.generators]
-        ).to(self.device)
-        batches = batch_slices(len(train), self.config.batch_size)
-        prepared = self.network.prepare(
-            train.features[orders], train.labels[orders], batches
         )
+        if self.kernel is not None:
+            return self.run_kernel_epoch(orders)
+        orders = orders.to(self.device)
+        features, labels = train.features[orders], train.labels[orders]
+        batches = batch_slices(len(train), self.config.batch_size)
+        likelihoods = self.run_tensor_epoch(features, labels, batches)
+
+        # summed log-likelihood of every batch and member, -loss * n; the
+        # plain loop sums its batch losses as Python floats (doubles)
+        targets = self.targets.get(len(batches))
+        if targets is None:  # n of every batch, (batches, 1)
+            targets = self.targets[len(batches)] = self.batch_targets(batches)
+        return likelihoods.double().div_(targets).mean(0).neg_()
+
+    def run_kernel_epoch(self, orders: torch.Tensor) -> torch.Tensor:
+        """The epoch in the compiled kernel, which gathers each member's batches
+        itself from ``orders`` (K, N); returns (K,) mean losses, as float64."""
+        stack, config, train = self.stack, self.config, self.train_split
+        num_members, num_examples = orders.shape
+        losses = torch.empty(num_members, dtype=torch.float64)
+        # the kernel reads and writes these through raw pointers: all
+        # contiguous on the CPU, float32 but for int64 indices and labels
+        tensors = (stack.params, stack.exp_avg, stack.exp_avg_sq, stack.lrs)
+        data = (train.features, train.labels, orders, losses)
+        status = getattr(self.kernel, f"carrydemo_{self.name}_epoch")(
+            num_members,
+            num_examples,
+            self.config.num_digits,
+            self.network.hidden_size,
+            config.batch_size,
+            *(tensor.data_ptr() for tensor in tensors),
+            self.step,
+            *(tensor.data_ptr() for tensor in data),
+            *BETAS,
+            EPS,
+        )
+        if status != 0:
+            raise RuntimeError(f"the C kernel refused its arguments ({status})")
+        self.step += math.ceil(num_examples / config.batch_size)
+        return losses
+
+    def run_tensor_epoch(self, features, labels, batches) -> torch.Tensor:
+        """The epoch in tensor operations; summed log-likelihoods (batches, K)."""
+        stack = self.stack
+        prepared = self.network.prepare(features, labels, batches)
         gradients, grads, step_count = (
             self.network.gradients,
             stack.grads,
@@ -746,14 +798,7 @@ class StackedRun:
             for args, kwargs in adam_calls:
                 fused_adam(*args, **kwargs)
         self.step = step
-
-        # summed log-likelihood of every batch and member, -loss * n; the
-        # plain loop sums its batch losses as Python floats (doubles)
-        likelihoods = self.network.batch_log_likelihoods()
-        targets = self.targets.get(len(batches))
-        if targets is None:  # n of every batch, (batches, 1)
-            targets = self.targets[len(batches)] = self.batch_targets(batches)
-        return likelihoods.double().div_(targets).mean(0).neg_()
+        return self.network.batch_log_likelihoods()
 
     def batch_targets(self, batches) -> torch.Tensor:
         """How many digits every batch predicts, shaped (batches, 1)."""
@@ -916,6 +961,24 @@ class StackedRun:
                 zip(self.seeds, self.outcomes, strict=True)
             )
         ]
+
+
+KERNELS = ("auto", "c", "tensor")
+
+
+def choose_kernel(kernel: str, device: torch.device):
+    """The compiled kernel (a ctypes library) to train with, or None for
+    tensor operations; "c" where it cannot run is an error, "auto" is not."""
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel {kernel!r} is not one of {', '.join(KERNELS)}")
+    if kernel == "tensor" or (kernel == "auto" and device.type != "cpu"):
+        return None
+    if device.type != "cpu":
+        raise ValueError(f"the C kernel runs on the CPU only, not on {device}")
+    library = kernels.load()
+    if library is None and kernel == "c":
+        raise RuntimeError("the C kernel could not be built; see the warning above")
+    return library
 
 
 def stop_reason(loss: float, threshold: float) -> str:

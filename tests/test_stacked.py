@@ -11,11 +11,23 @@ import torch
 
 from carrydemo.config import TrainConfig
 from carrydemo.data import article_splits
+from carrydemo.kernels import compiler
 from carrydemo.results import load_trained_model, write_results
 from carrydemo.stacked import StackedRun, train_stacked
 from carrydemo.train import train_plain
 
 torch.set_num_threads(1)
+
+# the stacked trainer's two ways of computing: the C kernel needs a compiler
+KERNELS = [
+    pytest.param(
+        "c",
+        marks=pytest.mark.skipif(
+            compiler() is None, reason="no C compiler for the kernel"
+        ),
+    ),
+    "tensor",
+]
 
 # Largest weight difference allowed between a member and the plain loop after
 # a few hundred Adam steps: float32 rounding differs (batched products,
@@ -50,11 +62,41 @@ def assert_same_run(stacked, plain, tolerance=WEIGHT_TOLERANCE):
         )
 
 
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("name", ["rnn", "mlp"])
-def test_each_member_matches_the_plain_loop(splits, name):
-    stacked = train_stacked(name, PARITY.seeds, PARITY, splits)
+def test_each_member_matches_the_plain_loop(splits, name, kernel):
+    stacked = train_stacked(name, PARITY.seeds, PARITY, splits, kernel=kernel)
     for run in stacked:
         assert_same_run(run, train_plain(name, run.seed, PARITY, splits))
+
+
+# Shapes the article does not use, for the C kernel's blocking: batches of
+# more than one block of 32 examples and of fewer than one vector of 8, rows
+# wider than 32 columns, four and five digits.
+@pytest.mark.parametrize(
+    "name, batch_size, hidden_size, num_digits",
+    [
+        ("rnn", 40, 5, 3),
+        ("rnn", 7, 33, 4),
+        ("mlp", 72, 3, 5),
+        ("mlp", 5, 36, 4),
+    ],
+)
+def test_the_c_kernel_matches_the_plain_loop_at_other_shapes(
+    name, batch_size, hidden_size, num_digits
+):
+    splits = article_splits(num_digits)
+    config = replace(
+        PARITY,
+        epochs=3,
+        eval_every=3,
+        batch_size=batch_size,
+        hidden_size=hidden_size,
+        num_digits=num_digits,
+    )
+    stacked = train_stacked(name, config.seeds, config, splits, kernel="c")
+    for run in stacked:
+        assert_same_run(run, train_plain(name, run.seed, config, splits))
 
 
 def test_each_member_takes_its_own_learning_rate(splits):
@@ -78,20 +120,22 @@ def test_a_member_below_the_threshold_stops_and_the_others_go_on(splits):
     assert_same_run(slow, train_plain("rnn", 1, replace(config, lr=1e-5), splits))
 
 
-def test_a_non_finite_member_is_stopped_and_reported_alone(splits, caplog):
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("name", ["rnn", "mlp"])
+def test_a_non_finite_member_is_stopped_and_reported_alone(
+    splits, caplog, name, kernel
+):
     config = replace(PARITY, epochs=6)
-    run = StackedRun(
-        "mlp", [0, 1], [config.lr] * 2, config, splits, torch.device("cpu")
-    )
-    run.stack.params[1, 0] = math.nan
+    run = StackedRun(name, [0, 1], [config.lr] * 2, config, splits, "cpu", kernel)
+    run.stack.params[1, 0] = math.nan  # a weight of the first layer's first unit
     with caplog.at_level(logging.WARNING, logger="carrydemo.stacked"):
         run.train()
     healthy, broken = run.results()
     assert (broken.stop_reason, broken.epochs_run) == ("non_finite", 1)
     assert math.isnan(broken.final_train_loss)
-    assert "mlp seed 1 stopped at epoch 1: training loss nan" in caplog.text
+    assert f"{name} seed 1 stopped at epoch 1: training loss nan" in caplog.text
     assert healthy.stop_reason == "epochs"
-    assert_same_run(healthy, train_plain("mlp", 0, config, splits))
+    assert_same_run(healthy, train_plain(name, 0, config, splits))
 
 
 def test_the_same_seeds_give_bit_identical_weights(splits):
