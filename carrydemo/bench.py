@@ -27,8 +27,9 @@ from pathlib import Path
 from carrydemo.config import ConfigError, SettingError, TrainConfig, file_option
 
 log = logging.getLogger(__name__)
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_MEMBERS = (10, 50, 100)
+KERNEL_NAMES = {"c": "C kernel", "tensor": "tensor operations"}
 DEFAULT_OUT = Path("build/results/bench.json")
 OUT_IS_FILE = True  # --out names the file; the command line locks its folder
 
@@ -57,6 +58,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=3,
         help="timings per engine and size; the fastest counts (default: 3)",
     )
+    parser.add_argument(
+        "--kernels",
+        default="auto",
+        help="the stacked trainer's kernels to time, comma-separated: c, tensor "
+        "(default: auto: both where the C kernel builds, else tensor)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="(default: 1)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     parser.add_argument(
@@ -80,8 +87,18 @@ def parse_members(text: str) -> list[int]:
     return members
 
 
+def parse_kernels(text: str) -> list[str]:
+    kernels = text.split(",")
+    if text != "auto" and (
+        not set(kernels) <= set(KERNEL_NAMES) or len(set(kernels)) < len(kernels)
+    ):
+        raise ConfigError(f"--kernels {text!r} is not auto or a list like c,tensor")
+    return kernels
+
+
 def check_arguments(args) -> tuple[list[int], TrainConfig]:
     """Refuse bad options before anything runs or is written."""
+    parse_kernels(args.kernels)
     members = parse_members(args.members)
     if not 1 <= args.repeats <= 100:
         raise ConfigError(f"--repeats {args.repeats} is out of range; use 1..100")
@@ -116,15 +133,41 @@ def run(args) -> int:
 
     members, config = check_arguments(args)
     torch.set_num_threads(config.threads)
-    report = benchmark(args.model, config, members, args.plain_seeds, args.repeats)
+    kernels = available_kernels(parse_kernels(args.kernels), config.device)
+    report = benchmark(
+        args.model, config, members, args.plain_seeds, args.repeats, kernels
+    )
     print_table(report)
     write_json(args.out, report)
     log.info("wrote %s", args.out)
     return 0
 
 
+def available_kernels(requested: list[str], device_name: str) -> list[str]:
+    """The kernels to time: "auto" is c (where it builds) and tensor."""
+    from carrydemo.kernels import KernelError
+    from carrydemo.stacked import choose_kernel
+    from carrydemo.train import resolve_device
+
+    device = resolve_device(device_name)
+    if requested != ["auto"]:
+        for kernel in requested:
+            try:
+                choose_kernel(kernel, device)
+            except (KernelError, ValueError) as error:
+                raise ConfigError(f"--kernels {kernel}: {error}") from None
+        return requested
+    built = choose_kernel("auto", device) is not None
+    return ["c", "tensor"] if built else ["tensor"]
+
+
 def benchmark(
-    name: str, config: TrainConfig, members: list[int], plain_seeds: int, repeats: int
+    name: str,
+    config: TrainConfig,
+    members: list[int],
+    plain_seeds: int,
+    repeats: int,
+    kernels: list[str],
 ):
     """Time both engines on the same work; return the table as plain data."""
     import torch
@@ -139,7 +182,8 @@ def benchmark(
     # warm up both engines (first calls pay for lazy set-up), untimed
     warm_up = dataclasses.replace(config, epochs=2, eval_every=2)
     train_plain(name, 0, warm_up, splits)
-    train_stacked(name, range(2), warm_up, splits)
+    for kernel in kernels:
+        train_stacked(name, range(2), warm_up, splits, kernel=kernel)
 
     # the plain loop, one model at a time
     plain_timing, plain = fastest(
@@ -150,13 +194,24 @@ def benchmark(
     )
     plain_row = rates(plain_seeds * config.epochs, plain_timing)
 
-    # the stacked trainer at every stack size
-    rows, largest = [], None
+    # the stacked trainer at every stack size, with every kernel
+    rows = []
     for size in members:
-        timing, largest = fastest(
-            repeats, lambda size=size: train_stacked(name, range(size), config, splits)
-        )
-        rows.append({"members": size, **rates(size * config.epochs, timing)})
+        for kernel in kernels:
+            timing, stacked = fastest(
+                repeats,
+                lambda size=size, kernel=kernel: train_stacked(
+                    name, range(size), config, splits, kernel=kernel
+                ),
+            )
+            rows.append(
+                {
+                    "members": size,
+                    "kernel": kernel,
+                    **rates(size * config.epochs, timing),
+                    "max_abs_weight_difference": max_difference(plain, stacked),
+                }
+            )
 
     # the ratios, side by side, and the distance to the arithmetic bound
     flops = flops_per_model_epoch(name, config)
@@ -187,7 +242,9 @@ def benchmark(
         "bound_model_epochs_per_s": round(bound_rate, 1),
         "plain": {"models": plain_seeds, **plain_row},
         "stacked": rows,
-        "max_abs_weight_difference": max_difference(plain, largest),
+        "max_abs_weight_difference": max(
+            (row["max_abs_weight_difference"] for row in rows), default=None
+        ),
     }
 
 
@@ -295,14 +352,16 @@ def print_table(report: dict) -> None:
         f"({report['matmul_gflops']:.1f} GFLOP/s)"
     )
     print(
-        f"{'engine':>12} | {'model-epochs/s':>14} | {'x plain':>7} | "
+        f"{'engine':>19} | {'model-epochs/s':>14} | {'x plain':>7} | "
         f"{'per CPU s':>9} | {'x plain':>7} | {'of bound':>8}"
     )
     named = [("plain", report["plain"])]
-    named += [(f"stacked x{row['members']}", row) for row in report["stacked"]]
+    named += [
+        (f"stacked x{row['members']} {row['kernel']}", row) for row in report["stacked"]
+    ]
     for name, row in named:
         print(
-            f"{name:>12} | {row['model_epochs_per_s']:14.1f} | "
+            f"{name:>19} | {row['model_epochs_per_s']:14.1f} | "
             f"{row['speedup']:7.1f} | {row['model_epochs_per_cpu_s']:9.1f} | "
             f"{row['speedup_cpu']:7.1f} | {row['fraction_of_bound']:8.2%}"
         )

@@ -171,6 +171,14 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
         "loop, one model at a time (default: stacked)",
     )
     parser.add_argument(
+        "--kernel",
+        choices=("auto", "c", "tensor"),
+        default="auto",
+        help="how the stacked engine computes: c: a C kernel compiled on first "
+        "use (CPU only); tensor: PyTorch operations (CPU or CUDA); auto: c on "
+        "the CPU when a C compiler is there (default: auto)",
+    )
+    parser.add_argument(
         "--jobs",
         type=int,
         default=0,
@@ -319,14 +327,15 @@ def train_and_write(config: TrainConfig, args, jobs: int) -> int:
     device = resolve_device(config.device)
     torch.set_num_threads(config.threads)
     splits = article_splits(config.num_digits, config.data_seed)
-    if not args.force and engines.results_are_current(args.out, config, args.engine):
+    engine = engines.Engine(args.engine, engines.resolve_kernel(args, device))
+    if not args.force and engines.results_are_current(args.out, config, engine):
         log.info("%s is up to date; --force retrains", args.out)
         return 0
     started = time.perf_counter()
 
     # train every model and seed
     checkpoint_for_tests("training")
-    runs_by_model = engines.train_models(config, args.engine, jobs, args.out)
+    runs_by_model = engines.train_models(config, engine, jobs, args.out)
     parameters = {}
     for name in config.models:
         model = seeded_model(name, 0, config.num_digits, config.hidden_size)
@@ -347,9 +356,14 @@ def train_and_write(config: TrainConfig, args, jobs: int) -> int:
     # write everything in one step
     wall_time = time.perf_counter() - started
     manifest = build_manifest(config, device, wall_time)
-    manifest.update(engine=args.engine, processes=jobs)
+    manifest.update(
+        engine=engine.name,
+        kernel=engine.kernel,
+        engine_label=engine.label,
+        processes=jobs,
+    )
     write_results(args.out, config, runs_by_model, parameters, manifest)
-    engines.remove_checkpoints(args.out, config, args.engine)
+    engines.remove_checkpoints(args.out, config, engine)
     log.info("wrote %s in %.1f s", args.out, wall_time)
     return 0
 

@@ -18,8 +18,9 @@ import multiprocessing
 import os
 import signal
 from pathlib import Path
+from typing import NamedTuple
 
-from carrydemo.config import TrainConfig
+from carrydemo.config import ConfigError, TrainConfig
 from carrydemo.results import checkpoint_for_tests
 
 log = logging.getLogger(__name__)
@@ -29,11 +30,47 @@ MAX_JOBS = 64
 MIN_EPOCHS_FOR_PROCESSES = 2000
 
 
-def results_are_current(out_dir: Path, config: TrainConfig, engine: str) -> bool:
+class Engine(NamedTuple):
+    """What trains: "stacked" or "plain", and for "stacked" how it computes
+    ("c" or "tensor"; None for "plain")."""
+
+    name: str
+    kernel: str | None
+
+    @property
+    def label(self) -> str:
+        """How the site names it."""
+        if self.name == "plain":
+            return "the plain loop, one model at a time"
+        how = "its C kernel" if self.kernel == "c" else "PyTorch tensor operations"
+        return f"the stacked engine with {how}"
+
+
+def resolve_kernel(args, device) -> str | None:
+    """The stacked engine's kernel for ``--kernel``: "auto" becomes "c" on the
+    CPU when the C kernel builds (compiling it now if need be), else "tensor"."""
+    if args.engine == "plain":
+        return None
+    from carrydemo.kernels import KernelError
+    from carrydemo.stacked import choose_kernel
+
+    try:
+        library = choose_kernel(args.kernel, device)
+    except KernelError as error:
+        raise ConfigError(
+            f"--kernel c: the C kernel could not be built ({error}); "
+            "use --kernel tensor, or install a C compiler"
+        ) from None
+    except ValueError as error:
+        raise ConfigError(f"--kernel {args.kernel}: {error}") from None
+    return "c" if library is not None else "tensor"
+
+
+def results_are_current(out_dir: Path, config: TrainConfig, engine: Engine) -> bool:
     """Whether ``out_dir`` holds intact results of this configuration and code.
 
     metrics.json records the configuration (``config.to_dict()``) and the hash
-    of the training code; the manifest records the engine.
+    of the training code; the manifest records the engine and its kernel.
     """
     from carrydemo.results import ResultsError, load_metrics
 
@@ -42,18 +79,21 @@ def results_are_current(out_dir: Path, config: TrainConfig, engine: str) -> bool
         manifest = json.loads((Path(out_dir) / "manifest.json").read_text())
     except (ResultsError, OSError, ValueError):
         return False
-    return metrics["config"] == config.to_dict() and manifest.get("engine") == engine
+    recorded = Engine(manifest.get("engine"), manifest.get("kernel"))
+    return metrics["config"] == config.to_dict() and recorded == engine
 
 
-def cache_key(config: TrainConfig, engine: str) -> str:
+def cache_key(config: TrainConfig, engine: Engine) -> str:
     """Key of a training run: its configuration, engine and training code."""
     from carrydemo.results import training_code_hash
 
-    text = json.dumps([config.to_dict(), engine, training_code_hash()], sort_keys=True)
+    text = json.dumps(
+        [config.to_dict(), list(engine), training_code_hash()], sort_keys=True
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def checkpoint_path(out_dir: Path, config: TrainConfig, engine: str, name: str):
+def checkpoint_path(out_dir: Path, config: TrainConfig, engine: Engine, name: str):
     return Path(out_dir) / CHECKPOINT_DIR / f"{cache_key(config, engine)}-{name}.pt"
 
 
@@ -75,7 +115,7 @@ def number_of_jobs(requested: int, config: TrainConfig) -> int:
     return max(1, min(len(config.models), os.cpu_count() or 1))
 
 
-def train_models(config: TrainConfig, engine: str, jobs: int, out_dir: Path) -> dict:
+def train_models(config: TrainConfig, engine: Engine, jobs: int, out_dir: Path) -> dict:
     """Train every model of ``config``; return {model: [RunResult per seed]}."""
     tasks = [
         (name, config, engine, checkpoint_path(out_dir, config, engine, name))
@@ -91,7 +131,7 @@ def train_models(config: TrainConfig, engine: str, jobs: int, out_dir: Path) -> 
     return dict(zip(config.models, trained, strict=True))
 
 
-def remove_checkpoints(out_dir: Path, config: TrainConfig, engine: str) -> None:
+def remove_checkpoints(out_dir: Path, config: TrainConfig, engine: Engine) -> None:
     for name in config.models:
         checkpoint_path(out_dir, config, engine, name).unlink(missing_ok=True)
 
@@ -108,7 +148,7 @@ def exit_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def train_model(name: str, config: TrainConfig, engine: str, checkpoint: Path):
+def train_model(name: str, config: TrainConfig, engine: Engine, checkpoint: Path):
     """Train every seed of one model; runs in a worker process when jobs > 1."""
     checkpoint_for_tests(f"training-{name}")
     import torch
@@ -121,6 +161,13 @@ def train_model(name: str, config: TrainConfig, engine: str, checkpoint: Path):
         logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(config.threads)
     splits = article_splits(config.num_digits, config.data_seed)
-    if engine == "plain":
+    if engine.name == "plain":
         return [train_plain(name, seed, config, splits) for seed in config.seeds]
-    return train_stacked(name, config.seeds, config, splits, checkpoint_path=checkpoint)
+    return train_stacked(
+        name,
+        config.seeds,
+        config,
+        splits,
+        checkpoint_path=checkpoint,
+        kernel=engine.kernel,
+    )

@@ -707,7 +707,8 @@ def benchmark(context: FigureContext) -> Table:
         )
     rows = [benchmark_row("plain loop, one model at a time", bench["plain"])]
     for stacked in bench["stacked"]:
-        label = f"stacked trainer, {stacked['members']} models at once"
+        kernel = BENCH_KERNEL_NAMES[stacked["kernel"]]
+        label = f"stacked trainer, {stacked['members']} models at once, {kernel}"
         rows.append(benchmark_row(label, stacked))
     return Table(
         columns=[
@@ -721,6 +722,9 @@ def benchmark(context: FigureContext) -> Table:
         rows=rows,
         note=benchmark_note(bench),
     )
+
+
+BENCH_KERNEL_NAMES = {"c": "C kernel", "tensor": "tensor operations"}
 
 
 def benchmark_row(label: str, measured: dict) -> list:

@@ -4,8 +4,9 @@ The kernel (``csrc/stacked_epoch.c``) is compiled once per machine with the
 C compiler already there (``cc``, or ``$CC``), in about a second, into
 ``~/.cache/carrydemo`` (or ``$CARRYDEMO_KERNEL_CACHE``), named by a hash of
 its source, compiler and flags, and loaded with ctypes: no build step, no
-PyTorch headers. Where no compiler works, ``load()`` returns None and the
-stacked trainer uses its tensor operations instead, with one warning.
+PyTorch headers. Where no compiler works, ``load()`` raises KernelError
+saying why; the stacked trainer then uses its tensor operations instead
+(``--kernel auto``, with one warning) or stops (``--kernel c``).
 """
 
 from __future__ import annotations
@@ -86,25 +87,38 @@ def build(cc: str, target: Path) -> None:
         partial.unlink(missing_ok=True)
 
 
+class KernelError(RuntimeError):
+    """The C kernel cannot be built or loaded here; the message says why."""
+
+
+def load() -> ctypes.CDLL:
+    """The compiled kernel, built first if need be; KernelError where it cannot be."""
+    library, reason = build_and_load()
+    if library is None:
+        raise KernelError(reason)
+    return library
+
+
 @functools.cache
-def load() -> ctypes.CDLL | None:
-    """The compiled kernel, built first if need be; None where it cannot be."""
+def build_and_load() -> tuple[ctypes.CDLL | None, str]:
+    """(library, "") or (None, why not), tried once per process."""
     if os.environ.get(DISABLE_ENV) == "1":
-        return None
+        return None, f"{DISABLE_ENV}=1 is set"
     cc = compiler()
     if cc is None:
-        log.warning("no C compiler (cc, gcc): training with tensor operations")
-        return None
+        return None, "no C compiler: neither cc nor gcc is on the PATH (or $CC)"
     target = library_path(cc)
     try:
         if not target.exists():
             build(cc, target)
         library = ctypes.CDLL(str(target))
+    except subprocess.CalledProcessError as error:
+        lines = [line for line in error.stderr.splitlines() if line.strip()]
+        detail = lines[-1] if lines else f"exit status {error.returncode}"
+        return None, f"{Path(cc).name} failed: {detail}"
     except (OSError, subprocess.SubprocessError) as error:
-        detail = getattr(error, "stderr", "") or error
-        log.warning("C kernel not built (%s): training with tensor operations", detail)
-        return None
+        return None, str(error)
     for name in ("carrydemo_rnn_epoch", "carrydemo_mlp_epoch"):
         function = getattr(library, name)
         function.argtypes, function.restype = EPOCH_ARGUMENTS, _int
-    return library
+    return library, ""

@@ -14,7 +14,16 @@ Every member follows the plain loop's algorithm exactly: its initial weights
 come from ``train.seeded_model(name, seed)``, its batch order from its own
 ``train.shuffle_generator(seed)``, its Adam state is its own, and it stops on
 its own (loss below the threshold, or a non-finite loss) while the others go
-on. What differs is only how the arithmetic is scheduled:
+on. What differs is only how the arithmetic is scheduled, in one of two kernels.
+
+On the CPU by default, ``kernel="c"``: one call per epoch to a C function
+(``csrc/stacked_epoch.c``, compiled on first use by ``carrydemo.kernels``)
+that trains every member through all its batches, member after member, with
+the examples of a batch along the lanes of 8-float vectors. Nothing in it has
+a fixed cost worth counting, so it runs at about a quarter of the machine's
+large-matrix speed (``python -m carrydemo bench`` measures it).
+
+On CUDA, or without a C compiler, ``kernel="tensor"``: PyTorch operations.
 
 - all K members' parameters live in one (K, P) tensor, the weights being views
   into it, and so do the gradients and Adam's moments: one Adam update is one
@@ -22,25 +31,20 @@ on. What differs is only how the arithmetic is scheduled:
 - forward and backward passes (backpropagation through time for the RNN) are
   written by hand with batched matrix products, one product per layer for all
   members, instead of one autograd graph per model;
-- a member that stops is removed from the stack, so it costs nothing after;
 - the epoch's loss, needed only to decide whether to stop, is summed once per
   epoch from the log-probabilities that every step kept.
 
-These models are so small (about 6 MFLOP per RNN epoch) that the time goes to
-the fixed cost of each tensor operation, not to arithmetic; stacking pays that
-cost once for K models. Measured on 2 shared CPU cores, one thread: 10 RNNs
-take about 5.5 ms of CPU time per epoch together, against about 19 ms for one
-RNN in the plain loop (``python -m carrydemo bench`` measures it again). What
-limits it now: about 26 operations per Adam step, each with a fixed cost of a
-few microseconds (most of the time at K = 10), and MKL's batched products of
-these tiny matrices, about 1.2 us per member per product, 9 products a step
-(most of the time at K = 50 and more). The same code runs on CPU and CUDA
-(untested on CUDA: there was no GPU where it was written). ``checkpoint_path``
-makes a run resumable after a kill.
+Here the time goes to the fixed cost of each tensor operation, about 26 per
+Adam step, which stacking pays once for K models; at K = 50 and more, MKL's
+batched products of these tiny matrices take over. With either kernel a
+member that stops is removed from the stack, so it costs nothing after; the
+tensor kernel runs on CUDA untested (there was no GPU where it was written).
+``checkpoint_path`` makes a run resumable after a kill.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -975,10 +979,18 @@ def choose_kernel(kernel: str, device: torch.device):
         return None
     if device.type != "cpu":
         raise ValueError(f"the C kernel runs on the CPU only, not on {device}")
-    library = kernels.load()
-    if library is None and kernel == "c":
-        raise RuntimeError("the C kernel could not be built; see the warning above")
-    return library
+    try:
+        return kernels.load()
+    except kernels.KernelError as error:
+        if kernel == "c":
+            raise
+        warn_once(f"C kernel not available ({error}): training with tensor operations")
+        return None
+
+
+@functools.cache
+def warn_once(message: str) -> None:
+    log.warning("%s", message)
 
 
 def stop_reason(loss: float, threshold: float) -> str:

@@ -44,15 +44,22 @@ def test_force_retrains(tmp_path):
     assert stamp(out) != before
 
 
-@pytest.mark.parametrize("change", [["--lr", "2e-4"], ["--engine", "plain"]])
-def test_a_changed_setting_or_engine_retrains(tmp_path, change):
+@pytest.mark.parametrize(
+    "change, engine, kernel",
+    [
+        (["--lr", "2e-4"], "stacked", "c"),
+        (["--engine", "plain"], "plain", None),
+        (["--kernel", "tensor"], "stacked", "tensor"),
+    ],
+)
+def test_a_changed_setting_engine_or_kernel_retrains(tmp_path, change, engine, kernel):
     out = tmp_path / "results"
-    assert train(out) == 0
+    assert train(out, "--kernel", "c") == 0
     before = stamp(out)
     assert train(out, *change) == 0
     assert stamp(out) != before
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["engine"] == (change[1] if change[0] == "--engine" else "stacked")
+    assert (manifest["engine"], manifest["kernel"]) == (engine, kernel)
 
 
 def test_changed_training_code_retrains(tmp_path, monkeypatch):

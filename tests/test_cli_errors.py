@@ -89,6 +89,8 @@ BAD_TRAIN_OPTIONS = [
     (["--jobs", "65"], "jobs=65"),
     (["--jobs", "many"], "'many'"),
     (["--engine", "fast"], "'fast'"),
+    (["--kernel", "fast"], "'fast'"),
+    (["--kernel", "C"], "'C'"),
     (["--force=1"], "'1'"),
     (["--seeds", ""], "''"),
     (["--seeds", ","], "','"),
@@ -360,3 +362,27 @@ def test_a_bad_study_results_folder_gets_one_line_and_status_2(
     assert len(lines) == 1 and "Traceback" not in output
     assert expected in lines[0], f"{expected!r} not in {lines[0]!r}"
     assert listing(tmp_path) == before
+
+
+def test_a_c_kernel_that_cannot_be_built_gets_one_line(tmp_path):
+    """--kernel c insists; --kernel auto falls back to tensor operations."""
+    options = ["--model", "mlp", "--seeds", "0", "--epochs", "1", "--device", "cpu"]
+    no_compiler = {"CC": "false", "CARRYDEMO_KERNEL_CACHE": str(tmp_path / "cache")}
+    out = tmp_path / "results"
+    result = run_cli(
+        "train",
+        *options,
+        "--kernel",
+        "c",
+        "--out",
+        str(out),
+        cwd=tmp_path,
+        **no_compiler,
+    )
+    assert_one_clear_line(result, "--kernel c: the C kernel could not be built")
+    assert not out.exists()
+
+    result = run_cli("train", *options, "--out", str(out), cwd=tmp_path, **no_compiler)
+    assert result.returncode == 0, result.stderr
+    assert "C kernel not available (false failed" in result.stderr
+    assert json.loads((out / "manifest.json").read_text())["kernel"] == "tensor"

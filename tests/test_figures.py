@@ -116,13 +116,18 @@ def test_benchmark_table_has_a_row_per_engine(results):
         "bound_model_epochs_per_s": 12900.0,
         "max_abs_weight_difference": 3e-8,
         "plain": plain,
-        "stacked": [dict(measured, members=10), dict(measured, members=50)],
+        "stacked": [
+            dict(measured, members=10, kernel="c"),
+            dict(measured, members=10, kernel="tensor"),
+            dict(measured, members=50, kernel="c"),
+        ],
     }
     made = benchmark(context)
     assert [row[0] for row in made.rows] == [
         "plain loop, one model at a time",
-        "stacked trainer, 10 models at once",
-        "stacked trainer, 50 models at once",
+        "stacked trainer, 10 models at once, C kernel",
+        "stacked trainer, 10 models at once, tensor operations",
+        "stacked trainer, 50 models at once, C kernel",
     ]
     assert made.rows[1][1:3] == ["1,500", "30.0×"]
     assert "6.2 MFLOP" in made.note and "3.0e-08" in made.note
