@@ -705,14 +705,15 @@ def benchmark(context: FigureContext) -> Table:
                 "them, then rebuild the site."
             ),
         )
-    rows = [benchmark_row("plain loop, one model at a time", bench["plain"])]
+    rows = [benchmark_row("plain loop", "1 at a time", bench["plain"])]
     for stacked in bench["stacked"]:
         kernel = BENCH_KERNEL_NAMES[stacked["kernel"]]
-        label = f"stacked trainer, {stacked['members']} models at once, {kernel}"
-        rows.append(benchmark_row(label, stacked))
+        label = f"stacked, {kernel}"
+        rows.append(benchmark_row(label, f"{stacked['members']:,}", stacked))
     return Table(
         columns=[
             "engine",
+            "models",
             "model-epochs per s",
             "× plain",
             "model-epochs per CPU s",
@@ -727,9 +728,10 @@ def benchmark(context: FigureContext) -> Table:
 BENCH_KERNEL_NAMES = {"c": "C kernel", "tensor": "tensor operations"}
 
 
-def benchmark_row(label: str, measured: dict) -> list:
+def benchmark_row(label: str, models: str, measured: dict) -> list:
     return [
         label,
+        models,
         f"{measured['model_epochs_per_s']:,.0f}",
         f"{measured['speedup']:.1f}×",
         f"{measured['model_epochs_per_cpu_s']:,.0f}",
