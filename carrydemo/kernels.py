@@ -24,8 +24,10 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("csrc") / "stacked_epoch.c"
-# -march=native: the library is built on, and for, the machine that runs it
-FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-shared", "-fPIC", "-lm")
+FLAGS = ("-O3", "-fno-math-errno", "-shared", "-fPIC")
+# the library is built on, and for, the machine that runs it; a compiler that
+# does not know the flag gets a second try without it
+NATIVE = "-march=native"
 CACHE_ENV = "CARRYDEMO_KERNEL_CACHE"
 DISABLE_ENV = "CARRYDEMO_NO_KERNEL"  # set to 1 to use the tensor operations
 COMPILE_TIMEOUT_S = 120
@@ -40,18 +42,29 @@ EPOCH_ARGUMENTS = [_int] * 5 + [_ptr] * 4 + [_i64] + [_ptr] * 4 + [_double] * 3
 
 
 def cache_dir() -> Path:
-    default = Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser()
-    return Path(os.environ.get(CACHE_ENV, default / "carrydemo"))
+    """$CARRYDEMO_KERNEL_CACHE, else ~/.cache/carrydemo, else (where that
+    cannot be made) a folder in the temporary directory."""
+    if CACHE_ENV in os.environ:
+        return Path(os.environ[CACHE_ENV])
+    home_cache = Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser()
+    try:
+        (home_cache / "carrydemo").mkdir(parents=True, exist_ok=True)
+        return home_cache / "carrydemo"
+    except OSError:
+        return Path(tempfile.gettempdir()) / f"carrydemo-{os.getuid()}"
 
 
 def compiler() -> str | None:
-    return shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+    """$CC when it is set, else cc or gcc from the PATH."""
+    if os.environ.get("CC"):
+        return shutil.which(os.environ["CC"])
+    return shutil.which("cc") or shutil.which("gcc")
 
 
 def library_path(cc: str) -> Path:
     """Where this source, compiler and machine's library is cached."""
     key = hashlib.sha256(SOURCE.read_bytes())
-    key.update(repr((cc, FLAGS, platform.machine(), cpu_flags())).encode())
+    key.update(repr((cc, FLAGS, NATIVE, platform.machine(), cpu_flags())).encode())
     return cache_dir() / f"stacked_epoch-{key.hexdigest()[:16]}.so"
 
 
@@ -74,17 +87,21 @@ def build(cc: str, target: Path) -> None:
         dir=target.parent, suffix=".so", delete=False
     ) as f:
         partial = Path(f.name)
+    command = [cc, *FLAGS, "-o", str(partial), str(SOURCE), "-lm"]
     try:
-        subprocess.run(
-            [cc, *FLAGS, "-o", str(partial), str(SOURCE)],
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=COMPILE_TIMEOUT_S,
-        )
+        try:
+            compile_library([*command[:1], NATIVE, *command[1:]])
+        except subprocess.CalledProcessError:
+            compile_library(command)
         os.replace(partial, target)
     finally:
         partial.unlink(missing_ok=True)
+
+
+def compile_library(command: list[str]) -> None:
+    subprocess.run(
+        command, check=True, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S
+    )
 
 
 class KernelError(RuntimeError):
@@ -105,8 +122,10 @@ def build_and_load() -> tuple[ctypes.CDLL | None, str]:
     if os.environ.get(DISABLE_ENV) == "1":
         return None, f"{DISABLE_ENV}=1 is set"
     cc = compiler()
+    if cc is None and os.environ.get("CC"):
+        return None, f"no C compiler: $CC is {os.environ['CC']!r}, not on the PATH"
     if cc is None:
-        return None, "no C compiler: neither cc nor gcc is on the PATH (or $CC)"
+        return None, "no C compiler: neither cc nor gcc is on the PATH"
     target = library_path(cc)
     try:
         if not target.exists():

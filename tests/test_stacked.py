@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from dataclasses import replace
 
 import pytest
@@ -18,12 +19,14 @@ from carrydemo.train import train_plain
 
 torch.set_num_threads(1)
 
-# the stacked trainer's two ways of computing: the C kernel needs a compiler
+# the stacked trainer's two ways of computing: the C kernel needs a compiler,
+# which CI installs (there, a missing one fails the tests)
 KERNELS = [
     pytest.param(
         "c",
         marks=pytest.mark.skipif(
-            compiler() is None, reason="no C compiler for the kernel"
+            compiler() is None and not os.environ.get("CI"),
+            reason="no C compiler for the kernel",
         ),
     ),
     "tensor",
