@@ -47,13 +47,6 @@ static inline vf vmax(vf a, vf b) { return select_where(a > b, a, b); }
 
 static inline vf vmin(vf a, vf b) { return select_where(a < b, a, b); }
 
-/* as a tree of adds, not a chain of eight */
-static inline float horizontal_sum(vf x) {
-    float pairs[LANES / 2];
-    for (int lane = 0; lane < LANES / 2; lane++) pairs[lane] = x[lane] + x[lane + LANES / 2];
-    return (pairs[0] + pairs[2]) + (pairs[1] + pairs[3]);
-}
-
 /* e^x for every lane: 2^n e^r with n = round(x / ln 2), |r| <= ln 2 / 2, and
    e^r from Cephes' degree-7 polynomial (about 1 ulp). x is clamped to where
    2^n is a normal float, so that the exponent fits its bits; a NaN stays NaN,
@@ -120,7 +113,8 @@ static void softmax_nll(vf *z, const int32_t *labels, const Batch *batch,
         for (int c = 0; c < NUM_CLASSES; c++) z[c * lanes + vector] = e[c] * factor;
         for (int lane = 0; lane < LANES; lane++) {
             int example = vector * LANES + lane;
-            if (example < batch->size) z[labels[example] * lanes + vector][lane] -= batch->scale;
+            if (example < batch->size)
+                z[labels[example] * lanes + vector][lane] -= batch->scale;
         }
     }
 }
@@ -178,16 +172,36 @@ static inline vf load_unaligned(const float *p) {
     return v;
 }
 
-/* out[row] = bias + sum_k w[k] * in[k], for rows of `lanes` vectors */
-static inline void weighted_rows(vf *out, const float *w, float bias, const vf *in,
-                                 int count, int lanes) {
-    for (int first = 0; first < lanes; first += BLOCK) {
-        vf sums[BLOCK];
-        for (int v = 0; v < BLOCK; v++) sums[v] = splat(bias);
-        for (int k = 0; k < count; k++)
-            for (int v = 0; v < BLOCK; v++) sums[v] += w[k] * in[k * lanes + first + v];
-        for (int v = 0; v < BLOCK; v++) out[first + v] = sums[v];
+/* out[r] += sum_k w[r * row_step + k * col_step] * in[k] for r < rows, each
+   out[r] and in[k] a row of `lanes` vectors: a matrix product (col_step 1)
+   or its transpose (row_step 1). Two rows at once share every load of `in`. */
+static void multiply_rows(vf *out, const float *w, int row_step, int col_step,
+                          const vf *in, int rows, int count, int lanes) {
+    for (int r = 0; r < rows; r += 2) {
+        int second = r + 1 < rows ? 1 : 0; /* else the last row, done twice */
+        const float *w0 = w + r * row_step, *w1 = w0 + second * row_step;
+        for (int first = 0; first < lanes; first += BLOCK) {
+            vf *out0 = out + r * lanes + first, *out1 = out0 + second * lanes;
+            vf sums0[BLOCK], sums1[BLOCK];
+            for (int v = 0; v < BLOCK; v++) sums0[v] = out0[v], sums1[v] = out1[v];
+            for (int k = 0; k < count; k++) {
+                float a = w0[k * col_step], b = w1[k * col_step];
+                for (int v = 0; v < BLOCK; v++) {
+                    vf x = in[k * lanes + first + v];
+                    sums0[v] += a * x;
+                    sums1[v] += b * x;
+                }
+            }
+            for (int v = 0; v < BLOCK; v++) out0[v] = sums0[v], out1[v] = sums1[v];
+        }
     }
+}
+
+/* out[r] = bias[r * step], every lane: what multiply_rows then adds to */
+static void fill_rows(vf *out, const float *bias, int step, int rows, int lanes) {
+    for (int r = 0; r < rows; r++)
+        for (int v = 0; v < lanes; v++)
+            out[r * lanes + v] = splat(bias ? bias[r * step] : 0.0f);
 }
 
 /* The gradient of a layer's weights: g[r][col] = sum over slots s and examples
@@ -273,8 +287,13 @@ static int rnn_parameters(int hidden, int digits) {
     return hidden * (hidden + 4) + NUM_CLASSES * (hidden + 1);
 }
 
+/* rows padded to whole vectors, so that loads of them are aligned */
+static inline int whole_vectors(int floats) {
+    return (floats + LANES - 1) / LANES * LANES;
+}
+
 static void rnn_layout(Buffers *b) {
-    b->row_width = b->hidden + 4;
+    b->row_width = whole_vectors(b->hidden + 4);
     b->slots = b->digits + 1;
 }
 
@@ -297,22 +316,21 @@ static void rnn_forward(const float *params, Buffers *b, const Batch *batch,
         const vf *h = b->activations + t * H * L;
         vf *h_next = b->activations + (t + 1) * H * L;
 
-        /* h_t = tanh(W_ih x_t + W_hh h_(t-1) + b_ih + b_hh) */
+        /* h_t = tanh(W_ih x_t + b_ih + b_hh + W_hh h_(t-1)) */
         for (int unit = 0; unit < H; unit++) {
             const float *w = params + unit * width;
-            vf *pre = h_next + unit * L;
-            weighted_rows(pre, w + 2, w[H + 2] + w[H + 3], h, H, L);
+            float bias = w[H + 2] + w[H + 3];
             for (int v = 0; v < L; v++)
-                pre[v] = vtanh(pre[v] + w[0] * x[v] + w[1] * x[L + v]);
+                h_next[unit * L + v] = bias + w[0] * x[v] + w[1] * x[L + v];
         }
+        multiply_rows(h_next, params + 2, width, 1, h, H, H, L);
+        for (int i = 0; i < H * L; i++) h_next[i] = vtanh(h_next[i]);
         lanes_to_rows(b, h_next, H, t + 1, FEATURE_SIZE, batch);
 
         /* this digit's logits, then their log-softmax and its gradient */
         vf *z = b->logits + t * NUM_CLASSES * L;
-        for (int c = 0; c < NUM_CLASSES; c++) {
-            const float *w = readout + c * (H + 1);
-            weighted_rows(z + c * L, w, w[H], h_next, H, L);
-        }
+        fill_rows(z, readout + H, H + 1, NUM_CLASSES, L);
+        multiply_rows(z, readout, H + 1, 1, h_next, NUM_CLASSES, H, L);
         softmax_nll(z, b->labels + t * batch->size, batch, log_likelihood);
     }
 }
@@ -328,20 +346,10 @@ static void rnn_backward(const float *params, Buffers *b, const Batch *batch) {
         const vf *d_next = b->d_pre + (t + 1) * H * L;
         const vf *h = b->activations + (t + 1) * H * L;
         vf *d_pre = b->d_pre + t * H * L;
-        for (int k = 0; k < H; k++)
-            for (int first = 0; first < L; first += BLOCK) {
-                vf grads[BLOCK] = {0};
-                for (int c = 0; c < NUM_CLASSES; c++)
-                    for (int v = 0; v < BLOCK; v++)
-                        grads[v] += readout[c * (H + 1) + k] * dz[c * L + first + v];
-                for (int j = 0; t + 1 < T && j < H; j++)
-                    for (int v = 0; v < BLOCK; v++)
-                        grads[v] += params[j * width + 2 + k] * d_next[j * L + first + v];
-                for (int v = 0; v < BLOCK; v++) {
-                    vf state = h[k * L + first + v];
-                    d_pre[k * L + first + v] = grads[v] * (1.0f - state * state);
-                }
-            }
+        fill_rows(d_pre, NULL, 0, H, L);
+        multiply_rows(d_pre, readout, 1, H + 1, dz, H, NUM_CLASSES, L);
+        if (t + 1 < T) multiply_rows(d_pre, params + 2, 1, width, d_next, H, H, L);
+        for (int i = 0; i < H * L; i++) d_pre[i] *= 1.0f - h[i] * h[i];
     }
 
     /* weight gradients: [x_t, h_(t-1), 1, 1] and [h_t, 1] summed over digits
@@ -365,7 +373,7 @@ static int mlp_parameters(int hidden, int digits) {
 }
 
 static void mlp_layout(Buffers *b) {
-    b->row_width = FEATURE_SIZE * b->digits + b->hidden + 2;
+    b->row_width = whole_vectors(FEATURE_SIZE * b->digits + b->hidden + 2);
     b->slots = 1;
 }
 
@@ -383,21 +391,16 @@ static void mlp_forward(const float *params, Buffers *b, const Batch *batch,
     int inputs = FEATURE_SIZE * T;
     const float *output = params + H * (inputs + 1);
 
-    /* hidden layer and its ReLU */
-    for (int unit = 0; unit < H; unit++) {
-        const float *w = params + unit * (inputs + 1);
-        vf *a = b->activations + unit * L;
-        weighted_rows(a, w, w[inputs], b->inputs, inputs, L);
-        /* written so that NaN passes, as through torch.relu */
-        for (int v = 0; v < L; v++) a[v] = select_where(a[v] < 0.0f, splat(0.0f), a[v]);
-    }
-    lanes_to_rows(b, b->activations, H, 0, inputs + 1, batch);
+    /* hidden layer and its ReLU, written so that NaN passes, as in torch.relu */
+    vf *a = b->activations;
+    fill_rows(a, params + inputs, inputs + 1, H, L);
+    multiply_rows(a, params, inputs + 1, 1, b->inputs, H, inputs, L);
+    for (int i = 0; i < H * L; i++) a[i] = select_where(a[i] < 0.0f, splat(0.0f), a[i]);
+    lanes_to_rows(b, a, H, 0, inputs + 1, batch);
 
     /* every digit's logits, then their log-softmax and its gradient */
-    for (int row = 0; row < NUM_CLASSES * T; row++) {
-        const float *w = output + row * (H + 1);
-        weighted_rows(b->logits + row * L, w, w[H], b->activations, H, L);
-    }
+    fill_rows(b->logits, output + H, H + 1, NUM_CLASSES * T, L);
+    multiply_rows(b->logits, output, H + 1, 1, a, NUM_CLASSES * T, H, L);
     for (int t = 0; t < T; t++)
         softmax_nll(b->logits + t * NUM_CLASSES * L, b->labels + t * batch->size, batch,
                     log_likelihood);
@@ -409,17 +412,10 @@ static void mlp_backward(const float *params, Buffers *b, const Batch *batch) {
     const float *output = params + H * (inputs + 1);
 
     /* back through the output layer and the ReLU (gradient where output > 0) */
-    for (int unit = 0; unit < H; unit++)
-        for (int first = 0; first < L; first += BLOCK) {
-            vf grads[BLOCK] = {0};
-            for (int row = 0; row < outputs; row++)
-                for (int v = 0; v < BLOCK; v++)
-                    grads[v] += output[row * (H + 1) + unit] * b->logits[row * L + first + v];
-            for (int v = 0; v < BLOCK; v++) {
-                vf a = b->activations[unit * L + first + v];
-                b->d_pre[unit * L + first + v] = select_where(a > 0.0f, grads[v], splat(0.0f));
-            }
-        }
+    fill_rows(b->d_pre, NULL, 0, H, L);
+    multiply_rows(b->d_pre, output, 1, H + 1, b->logits, H, outputs, L);
+    for (int i = 0; i < H * L; i++)
+        b->d_pre[i] = select_where(b->activations[i] > 0.0f, b->d_pre[i], splat(0.0f));
 
     /* weight gradients of both layers from the example rows */
     int floats = L * LANES;
