@@ -283,6 +283,11 @@ def run_train(args) -> int:
 def check_train_arguments(args) -> tuple[TrainConfig, int]:
     """Refuse bad options before anything is written; return config and jobs."""
     config = config_from_args(args)
+    if args.engine == "plain" and args.kernel != "auto":
+        raise ConfigError(
+            f"--kernel {args.kernel} is for the stacked engine; "
+            "the plain engine takes no --kernel"
+        )
     try:
         jobs = engines.number_of_jobs(args.jobs, config)
     except ValueError as error:
@@ -327,10 +332,11 @@ def train_and_write(config: TrainConfig, args, jobs: int) -> int:
     device = resolve_device(config.device)
     torch.set_num_threads(config.threads)
     splits = article_splits(config.num_digits, config.data_seed)
-    engine = engines.Engine(args.engine, engines.resolve_kernel(args, device))
-    if not args.force and engines.results_are_current(args.out, config, engine):
+    current = engines.results_are_current(args.out, config, args.engine, args.kernel)
+    if current and not args.force:
         log.info("%s is up to date; --force retrains", args.out)
         return 0
+    engine = engines.Engine(args.engine, engines.resolve_kernel(args, device))
     started = time.perf_counter()
 
     # train every model and seed
@@ -445,7 +451,7 @@ def raise_terminated(signum, frame):
 
 
 def main(argv=None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    engines.show_progress()
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(chosen_command(argv) or "").parse_args(argv)
     previous_handler = signal.signal(signal.SIGTERM, raise_terminated)

@@ -10,6 +10,7 @@ work; a run that is stopped resumes from its checkpoints when started again.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import json
@@ -17,6 +18,8 @@ import logging
 import multiprocessing
 import os
 import signal
+import sys
+import threading
 from pathlib import Path
 from typing import NamedTuple
 
@@ -58,19 +61,24 @@ def resolve_kernel(args, device) -> str | None:
         library = choose_kernel(args.kernel, device)
     except KernelError as error:
         raise ConfigError(
-            f"--kernel c: the C kernel could not be built ({error}); "
-            "use --kernel tensor, or install a C compiler"
+            f"--kernel c: the C kernel is not available here ({error}); "
+            "use --kernel auto or tensor"
         ) from None
     except ValueError as error:
         raise ConfigError(f"--kernel {args.kernel}: {error}") from None
     return "c" if library is not None else "tensor"
 
 
-def results_are_current(out_dir: Path, config: TrainConfig, engine: Engine) -> bool:
+def results_are_current(
+    out_dir: Path, config: TrainConfig, engine: str, kernel: str
+) -> bool:
     """Whether ``out_dir`` holds intact results of this configuration and code.
 
     metrics.json records the configuration (``config.to_dict()``) and the hash
-    of the training code; the manifest records the engine and its kernel.
+    of the training code; the manifest records the engine and its kernel. A
+    ``kernel`` of "auto" takes results of either kernel: they differ only in
+    rounding, and a machine that cannot build the C kernel today should not
+    throw away what it trained yesterday.
     """
     from carrydemo.results import ResultsError, load_metrics
 
@@ -79,8 +87,12 @@ def results_are_current(out_dir: Path, config: TrainConfig, engine: Engine) -> b
         manifest = json.loads((Path(out_dir) / "manifest.json").read_text())
     except (ResultsError, OSError, ValueError):
         return False
-    recorded = Engine(manifest.get("engine"), manifest.get("kernel"))
-    return metrics["config"] == config.to_dict() and recorded == engine
+    same_kernel = engine == "plain" or kernel in ("auto", manifest.get("kernel"))
+    return (
+        metrics["config"] == config.to_dict()
+        and manifest.get("engine") == engine
+        and same_kernel
+    )
 
 
 def cache_key(config: TrainConfig, engine: Engine) -> str:
@@ -124,11 +136,32 @@ def train_models(config: TrainConfig, engine: Engine, jobs: int, out_dir: Path) 
     if jobs > 1:
         # spawn, not fork: a forked PyTorch can hang on its thread pools
         context = multiprocessing.get_context("spawn")
-        with context.Pool(jobs, exit_with_parent, (os.getpid(),)) as pool:
+        with workers_ignoring_ctrl_c():
+            pool = context.Pool(jobs, exit_with_parent, (os.getpid(),))
+        with pool:
             trained = pool.starmap(train_model, tasks)
     else:
         trained = [train_model(*task) for task in tasks]
     return dict(zip(config.models, trained, strict=True))
+
+
+@contextlib.contextmanager
+def workers_ignoring_ctrl_c():
+    """Start processes that ignore SIGINT from their first instruction (an
+    ignored signal stays ignored across exec, and Python keeps it so).
+
+    Ctrl-C reaches every process of the terminal's group; the run alone
+    handles it, stopping its workers and saying so in one line, instead of
+    each worker printing a traceback of its own.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def remove_checkpoints(out_dir: Path, config: TrainConfig, engine: Engine) -> None:
@@ -148,6 +181,35 @@ def exit_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
+def show_progress() -> None:
+    """carrydemo's progress lines, plain, on stderr, once per process.
+
+    Only carrydemo's loggers print at INFO: the root logger keeps its
+    WARNING, so that other libraries' INFO lines (PyTorch logs some at exit)
+    stay out of the output. Where logging is set up already (an application,
+    pytest), it is left as it is.
+    """
+    logger = logging.getLogger("carrydemo")
+    logger.setLevel(logging.INFO)
+    if logger.handlers or logging.getLogger().handlers:
+        return
+    handler = CurrentStderrHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+
+
+class CurrentStderrHandler(logging.StreamHandler):
+    """Writes to sys.stderr as it is when a line is written."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 def train_model(name: str, config: TrainConfig, engine: Engine, checkpoint: Path):
     """Train every seed of one model; runs in a worker process when jobs > 1."""
     checkpoint_for_tests(f"training-{name}")
@@ -157,8 +219,7 @@ def train_model(name: str, config: TrainConfig, engine: Engine, checkpoint: Path
     from carrydemo.stacked import train_stacked
     from carrydemo.train import train_plain
 
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(message)s")
+    show_progress()
     torch.set_num_threads(config.threads)
     splits = article_splits(config.num_digits, config.data_seed)
     if engine.name == "plain":

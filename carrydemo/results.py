@@ -87,7 +87,16 @@ def write_bytes(path: Path, payload: bytes) -> None:
         f.write(payload)
         f.flush()
         os.fsync(f.fileno())
+    os.chmod(f.name, usual_mode(0o666))
     os.replace(f.name, path)
+
+
+def usual_mode(mode: int) -> int:
+    """``mode`` less the umask: what open() and mkdir() would have given; the
+    temporary names that make writes atomic are private (0600, 0700)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return mode & ~umask
 
 
 def finite_or_none(value):
@@ -209,6 +218,7 @@ def write_results(
     staging = Path(
         tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}{STAGING_INFIX}")
     )
+    staging.chmod(usual_mode(0o777))
     try:
         # weights first: metrics.json records their hashes
         files = {}

@@ -62,6 +62,16 @@ def test_a_changed_setting_engine_or_kernel_retrains(tmp_path, change, engine, k
     assert (manifest["engine"], manifest["kernel"]) == (engine, kernel)
 
 
+def test_results_of_either_kernel_are_current_for_kernel_auto(tmp_path, caplog):
+    out = tmp_path / "results"
+    assert train(out, "--kernel", "tensor") == 0
+    before = stamp(out)
+    with caplog.at_level(logging.INFO, logger="carrydemo"):
+        assert train(out) == 0  # --kernel auto, which would choose c here
+    assert stamp(out) == before
+    assert "is up to date" in caplog.text
+
+
 def test_changed_training_code_retrains(tmp_path, monkeypatch):
     out = tmp_path / "results"
     assert train(out) == 0

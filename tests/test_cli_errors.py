@@ -91,6 +91,7 @@ BAD_TRAIN_OPTIONS = [
     (["--engine", "fast"], "'fast'"),
     (["--kernel", "fast"], "'fast'"),
     (["--kernel", "C"], "'C'"),
+    (["--engine", "plain", "--kernel", "c"], "--kernel c is for the stacked engine"),
     (["--force=1"], "'1'"),
     (["--seeds", ""], "''"),
     (["--seeds", ","], "','"),
@@ -379,7 +380,7 @@ def test_a_c_kernel_that_cannot_be_built_gets_one_line(tmp_path):
         cwd=tmp_path,
         **no_compiler,
     )
-    assert_one_clear_line(result, "--kernel c: the C kernel could not be built")
+    assert_one_clear_line(result, "--kernel c: the C kernel is not available here")
     assert not out.exists()
 
     result = run_cli("train", *options, "--out", str(out), cwd=tmp_path, **no_compiler)

@@ -28,7 +28,9 @@ def test_the_kernel_is_built_once_into_the_cache_and_reused(fresh, monkeypatch):
     library = kernels.load()
     assert library.carrydemo_rnn_epoch and library.carrydemo_mlp_epoch
     built = sorted((fresh / "cache").iterdir())
-    assert [path.suffix for path in built] == [".so"]  # no temporary file left
+    # the library and its hash, no temporary file left
+    name = kernels.library_path(kernels.compiler()).name
+    assert [path.name for path in built] == [name, f"{name}.sha256"]
 
     # a second process finds it there and compiles nothing
     kernels.build_and_load.cache_clear()
@@ -66,3 +68,45 @@ def test_no_compiler_and_the_switch_off_are_reported(fresh, monkeypatch):
     monkeypatch.setenv(kernels.DISABLE_ENV, "1")
     with pytest.raises(kernels.KernelError, match=f"{kernels.DISABLE_ENV}=1"):
         kernels.load()
+
+
+@needs_compiler
+def test_a_damaged_cached_library_is_rebuilt(fresh):
+    # as another process left it: built, then cut short (calling it would
+    # crash the process, not raise); never loaded here, where it would stay
+    # mapped whatever happens to the file
+    target = kernels.library_path(kernels.compiler())
+    kernels.build(kernels.compiler(), target)
+    target.write_bytes(target.read_bytes()[:1000])
+    assert not kernels.is_intact(target)
+    library = kernels.load()
+    assert kernels.is_intact(target) and library.carrydemo_rnn_epoch
+
+
+@needs_compiler
+def test_cc_may_carry_options_and_an_empty_cache_setting_means_the_default(
+    fresh, monkeypatch
+):
+    monkeypatch.setenv("CC", f"{kernels.compiler()[0]} -g")
+    assert kernels.compiler()[1:] == ["-g"]
+    monkeypatch.setenv(kernels.CACHE_ENV, "")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(fresh / "home-cache"))
+    kernels.load()
+    assert list((fresh / "home-cache" / "carrydemo").glob("*.so"))
+
+
+def test_an_unusable_cache_folder_is_named(fresh, monkeypatch):
+    not_a_folder = fresh / "file"
+    not_a_folder.write_text("")
+    monkeypatch.setenv(kernels.CACHE_ENV, str(not_a_folder))
+    with pytest.raises(kernels.KernelError, match=kernels.CACHE_ENV):
+        kernels.cache_dir()
+
+
+def test_a_shared_temporary_cache_of_another_user_is_refused(fresh, monkeypatch):
+    monkeypatch.setattr(kernels.tempfile, "gettempdir", lambda: str(fresh))
+    planted = fresh / f"carrydemo-{os.getuid()}"
+    planted.mkdir(mode=0o777)
+    planted.chmod(0o777)  # others may write: someone could plant a library
+    with pytest.raises(kernels.KernelError, match="set CARRYDEMO_KERNEL_CACHE"):
+        kernels.private_temporary_cache()
