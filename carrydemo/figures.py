@@ -72,9 +72,9 @@ from carrydemo.data import (  # noqa: E402
 )
 from carrydemo.models import predict  # noqa: E402
 from carrydemo.results import (  # noqa: E402
-    DEFAULT_RESULTS_DIR,
     TRAIN_COMMAND,
     ResultsError,
+    add_results_argument,
     dumps,
     exchange_directories,
     file_sha256,
@@ -896,12 +896,7 @@ def fingerprint(directory: Path) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--results",
-        type=path_option,
-        default=DEFAULT_RESULTS_DIR,
-        help=f"results folder to read (default: {DEFAULT_RESULTS_DIR})",
-    )
+    add_results_argument(parser)
     parser.add_argument(
         "--out",
         type=path_option,

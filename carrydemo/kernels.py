@@ -24,6 +24,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from carrydemo.results import file_sha256
+
 log = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("csrc") / "stacked_epoch.c"
 FLAGS = ("-O3", "-fno-math-errno", "-shared", "-fPIC")
@@ -151,10 +153,6 @@ def compile_library(command: list[str]) -> None:
     subprocess.run(
         command, check=True, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S
     )
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def is_intact(target: Path) -> bool:

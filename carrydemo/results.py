@@ -28,6 +28,8 @@ from pathlib import Path
 
 import filelock
 
+from carrydemo.config import path_option
+
 # 2: metrics.json carries a hash of its own content.
 SCHEMA_VERSION = 2
 DEFAULT_RESULTS_DIR = Path("build/results")
@@ -62,6 +64,16 @@ def training_code_hash() -> str:
         if path.exists():
             digest.update(name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
+
+
+def add_results_argument(parser) -> None:
+    """--results, for the commands that read a results folder."""
+    parser.add_argument(
+        "--results",
+        type=path_option,
+        default=DEFAULT_RESULTS_DIR,
+        help=f"results folder to read (default: {DEFAULT_RESULTS_DIR})",
+    )
 
 
 def file_sha256(path: Path) -> str:

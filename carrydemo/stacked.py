@@ -93,6 +93,7 @@ class StackedNetwork:
     """What both stacked architectures share: buffers made once per layout."""
 
     group_class: type  # the buffers of a run of equal-size batches
+    class_dim: int  # where the classes lie in a group's log_probs and labels
 
     def prepare(self, features: torch.Tensor, labels: torch.Tensor, batches) -> list:
         """Fill the buffers of every batch: features (K, N, T, 2), labels (K, N, T).
@@ -115,6 +116,15 @@ class StackedNetwork:
             prepared.extend(group.batches)
         return prepared
 
+    def batch_log_likelihoods(self) -> torch.Tensor:
+        """Summed log-likelihood (batches, K) of every batch of the last epoch
+        prepared, from the log-probabilities that its step kept."""
+        sums = [
+            summed_log_likelihood(group.log_probs, group.labels, self.class_dim)
+            for group in self.groups
+        ]
+        return torch.cat(sums)
+
 
 class StackedRNN(StackedNetwork):
     """K Elman RNNs (tanh, both biases) with a Linear read-out at every step.
@@ -128,6 +138,8 @@ class StackedRNN(StackedNetwork):
     @property
     def group_class(self) -> type:
         return RNNGroup
+
+    class_dim = 2  # (count, K, 10, T*B)
 
     def __init__(self, shapes: dict):
         self.hidden_size = shapes["rnn.weight_hh_l0"][0]
@@ -232,15 +244,6 @@ class StackedRNN(StackedNetwork):
         torch.bmm(batch.d_pre_t, batch.inputs, out=batch.d_recurrent)
         torch.cat(batch.flat_grads, 1, out=grads)
 
-    def batch_log_likelihoods(self) -> torch.Tensor:
-        """Summed log-likelihood (batches, K) of every batch of the last epoch
-        prepared, from the log-probabilities that its step kept."""
-        sums = [
-            summed_log_likelihood(group.log_probs, group.labels, 2)
-            for group in self.groups
-        ]
-        return torch.cat(sums)
-
 
 class RNNGroup:
     """Buffers of a run of equally sized batches, filled anew every epoch."""
@@ -328,6 +331,8 @@ class StackedMLP(StackedNetwork):
     def group_class(self) -> type:
         return MLPGroup
 
+    class_dim = 3  # (count, K, T, 10, B)
+
     def __init__(self, shapes: dict):
         hidden_size, num_inputs = shapes["hidden.weight"]
         num_outputs = shapes["output.weight"][0]
@@ -391,15 +396,6 @@ class StackedMLP(StackedNetwork):
         d_pre = torch.ops.aten.threshold_backward(d_hidden, batch.relu, 0)
         torch.bmm(d_pre.transpose(1, 2), batch.inputs, out=batch.d_hidden_layer)
         torch.cat(batch.flat_grads, 1, out=grads)
-
-    def batch_log_likelihoods(self) -> torch.Tensor:
-        """Summed log-likelihood (batches, K) of every batch of the last epoch
-        prepared, from the log-probabilities that its step kept."""
-        sums = [
-            summed_log_likelihood(group.log_probs, group.labels, 3)
-            for group in self.groups
-        ]
-        return torch.cat(sums)
 
 
 class MLPGroup:

@@ -19,9 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from carrydemo.config import file_option, path_option
+from carrydemo.config import file_option
 from carrydemo.models import MODEL_NAMES
-from carrydemo.results import DEFAULT_RESULTS_DIR, load_metrics, load_trained_model
+from carrydemo.results import (
+    DEFAULT_RESULTS_DIR,
+    add_results_argument,
+    load_metrics,
+    load_trained_model,
+)
 
 FORMAT_VERSION = 1
 OUT_IS_FILE = True  # --out names the file; the command line locks its folder
@@ -97,12 +102,7 @@ def on_files(files, config):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--results",
-        type=path_option,
-        default=DEFAULT_RESULTS_DIR,
-        help=f"results folder to read (default: {DEFAULT_RESULTS_DIR})",
-    )
+    add_results_argument(parser)
     parser.add_argument(
         "--out",
         type=file_option("models.json"),

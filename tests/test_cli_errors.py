@@ -137,6 +137,17 @@ def assert_one_clear_line(result, expected: str):
     assert expected in lines[0], f"{expected!r} not in {lines[0]!r}"
 
 
+def assert_refused_in_one_line(zygote, folder, arguments, expected: str):
+    """Run the CLI in the test zygote; it must exit 2 with one line, no traceback."""
+    pid = zygote.start(arguments, folder, {}, folder / "log")
+    status, output = zygote.wait(pid), (folder / "log").read_text()
+    (folder / "log").unlink()
+    assert status == 2, output
+    lines = output.splitlines()
+    assert len(lines) == 1 and "Traceback" not in output
+    assert expected in lines[0], f"{expected!r} not in {lines[0]!r}"
+
+
 @pytest.mark.parametrize(
     ("options", "expected"),
     BAD_TRAIN_OPTIONS,
@@ -254,13 +265,7 @@ def test_a_bad_figures_option_gets_one_line_and_status_2(
     before = listing(tmp_path)
 
     arguments = ["figures", "--results", "results", "--out", "build/figures"]
-    pid = zygote.start([*arguments, *options], tmp_path, {}, tmp_path / "log")
-    status, output = zygote.wait(pid), (tmp_path / "log").read_text()
-    (tmp_path / "log").unlink()
-    assert status == 2, output
-    lines = output.splitlines()
-    assert len(lines) == 1 and "Traceback" not in output
-    assert expected in lines[0], f"{expected!r} not in {lines[0]!r}"
+    assert_refused_in_one_line(zygote, tmp_path, [*arguments, *options], expected)
     assert listing(tmp_path) == before
 
 
@@ -355,13 +360,7 @@ def test_a_bad_study_results_folder_gets_one_line_and_status_2(
     (tmp_path / "a-file").write_text("not a folder")
     before = listing(tmp_path)
     study = ["study", "--quick", "--results", results]
-    pid = zygote.start(study, tmp_path, {}, tmp_path / "log")
-    status, output = zygote.wait(pid), (tmp_path / "log").read_text()
-    (tmp_path / "log").unlink()
-    assert status == 2, output
-    lines = output.splitlines()
-    assert len(lines) == 1 and "Traceback" not in output
-    assert expected in lines[0], f"{expected!r} not in {lines[0]!r}"
+    assert_refused_in_one_line(zygote, tmp_path, study, expected)
     assert listing(tmp_path) == before
 
 
